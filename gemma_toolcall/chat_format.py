@@ -1,0 +1,151 @@
+"""The Gemma 3 tool-calling text format: rendering a conversation, and parsing a model turn back into calls.
+
+Written once, used by training data rendering and by evaluation. Gemma 3 has no system role, so the tool list
+(and anything system-like) goes at the top of the first user turn:
+
+    <bos><start_of_turn>user
+    Here are the available tools that you can use:
+    <tools>
+    [...]
+    </tools>
+
+    {query}<end_of_turn>
+    <start_of_turn>model
+    {optional text}
+    <tool_call>
+    {"name": "...", "args": {...}}
+    </tool_call><end_of_turn>
+    <start_of_turn>user
+    <tool_response>
+    {"name": "...", "result": ...}
+    </tool_response><end_of_turn>
+    <start_of_turn>model
+    {final answer}<end_of_turn>
+
+Each rendered example carries the character spans the model writes (a model turn's content plus its
+`<end_of_turn>`), so training can put loss on those alone.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import orjson
+
+from gemma_toolcall.toucan import Conversation, ToolCall, Turn, loads
+
+BOS = "<bos>"
+START = "<start_of_turn>"
+END = "<end_of_turn>"
+TOOLS_PREAMBLE = "Here are the available tools that you can use:"
+JSON_STYLES = ("pretty", "compact")
+_CALL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+
+def dumps(obj, style: str, *, block: bool = False) -> str:
+    """JSON as the format writes it: `pretty` indents blocks (the tool list) and keeps calls on one line with
+    default separators; `compact` drops all optional whitespace."""
+    if style not in JSON_STYLES:
+        raise ValueError(f"json style must be one of {JSON_STYLES}, got {style!r}")
+    if style == "compact":
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    if block:
+        # Same bytes as json.dumps(indent=2, ensure_ascii=False), but in C: the stdlib's indenting encoder is pure
+        # Python and was most of the render stage's time. orjson refuses a few values (ints past 64 bits).
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode()
+        except (orjson.JSONEncodeError, TypeError):
+            return json.dumps(obj, ensure_ascii=False, indent=2)
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def render_user_prompt(tools: list[dict], text: str, style: str, system: str = "") -> str:
+    parts = [system] if system else []
+    if tools:
+        parts.append(f"{TOOLS_PREAMBLE}\n<tools>\n{dumps(tools, style, block=True)}\n</tools>")
+    parts.append(text)
+    return "\n\n".join(parts)
+
+
+def render_model_turn(text: str, calls: tuple[ToolCall, ...] | list[ToolCall], style: str) -> str:
+    blocks = [f"<tool_call>\n{dumps({'name': c.name, 'args': c.arguments}, style)}\n</tool_call>" for c in calls]
+    return "\n".join(([text] if text else []) + blocks)
+
+
+def _result_value(content: str):
+    try:
+        return loads(content)
+    except ValueError:
+        return content
+
+
+def render_tool_results(turn: Turn, style: str) -> str:
+    return "\n".join(f"<tool_response>\n{dumps({'name': r.name, 'result': _result_value(r.content)}, style)}\n"
+                     "</tool_response>" for r in turn.results)
+
+
+@dataclass
+class Rendered:
+    text: str
+    model_spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) character offsets
+
+
+def render_conversation(conv: Conversation, style: str = "pretty") -> Rendered:
+    out = Rendered(BOS)
+    first_user = True
+    for turn in conv.turns:
+        if turn.role == "model":
+            out.text += f"{START}model\n"
+            start = len(out.text)
+            out.text += render_model_turn(turn.text, turn.calls, style) + END
+            out.model_spans.append((start, len(out.text)))
+            out.text += "\n"
+            continue
+        if turn.role == "user" and first_user:
+            body = render_user_prompt(conv.tools, turn.text, style, conv.system)
+            first_user = False
+        else:
+            body = turn.text if turn.role == "user" else render_tool_results(turn, style)
+        out.text += f"{START}user\n{body}{END}\n"
+    return out
+
+
+def render_prompt(tools: list[dict], query: str, style: str = "pretty", system: str = "") -> str:
+    """A generation prompt: the first user turn, then an open model turn."""
+    return f"{BOS}{START}user\n{render_user_prompt(tools, query, style, system)}{END}\n{START}model\n"
+
+
+@dataclass
+class ParsedModelTurn:
+    text: str
+    calls: list[ToolCall]
+    errors: list[str]
+
+    @property
+    def format_valid(self) -> bool:
+        return not self.errors
+
+
+def parse_model_turn(output: str) -> ParsedModelTurn:
+    """Inverse of `render_model_turn`: model output (up to `<end_of_turn>`) → its text and calls.
+    Never raises: whatever does not parse is listed in `errors`."""
+    output = output.split(END, 1)[0]
+    calls, errors = [], []
+    for block in _CALL_BLOCK.findall(output):
+        try:
+            obj = json.loads(block)
+        except ValueError as e:
+            errors.append(f"call is not JSON: {e}")
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
+            errors.append("call has no name")
+        elif not isinstance(obj.get("args", {}), dict):
+            errors.append(f"{obj['name']}: args is not an object")
+        else:
+            calls.append(ToolCall(obj["name"], obj.get("args", {})))
+    rest = _CALL_BLOCK.sub("", output)
+    if "<tool_call>" in rest or "</tool_call>" in rest:
+        errors.append("unbalanced <tool_call> tags")
+    text = rest.split("<tool_call>", 1)[0].strip()
+    return ParsedModelTurn(text, calls, errors)

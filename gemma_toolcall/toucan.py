@@ -1,0 +1,246 @@
+"""The Toucan-1.5M SFT config: its schema, streaming its shards, counting its structure, parsing one row.
+
+Field facts are in `shared/reference/toucan_schema.md`. Two ways to look at a row live here:
+- structural counts over whole Arrow arrays (user turns, target tools, available tools), vectorised, for analysis
+  and selection. A JSON string cannot hold an unescaped quote, so `"role": "user"` outside a string value is a
+  message's role: on well-formed JSON the count equals the parsed count, and a truncated row still gets one;
+- `parse_row`, the full parse of one row into a `Conversation`, which raises `MalformedRow(kind)` on bad data.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+COLUMNS = ("uuid", "subset_name", "question", "target_tools", "tools", "messages")
+SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
+CONFIG = "SFT"
+
+USER_ROLE = r'"role":\s*"user"'
+# How this project writes parquet: plain (no dictionary) zstd pages read ~3x faster than pyarrow's defaults for
+# these long, unique strings, at a third of the size.
+PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
+TOOL_ENTRY = r'"type":\s*"function"'
+
+
+def shard_paths(raw_dir: Path) -> list[Path]:
+    """The config's parquet shards under `raw_dir/SFT`, in name order (train-00000-of-00003 first)."""
+    paths = sorted((Path(raw_dir) / CONFIG).glob("*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"no parquet shards under {Path(raw_dir) / CONFIG}: run `dvc repro download` first")
+    return paths
+
+
+def check_schema(path: Path) -> None:
+    """Fail with a clear message when a shard is not the Toucan SFT schema."""
+    schema = pq.read_schema(path)
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if missing:
+        raise ValueError(f"{path}: not a Toucan SFT shard, missing column(s) {missing}; has {schema.names}")
+    wrong = [f"{c}: {schema.field(c).type}" for c in COLUMNS if not pa.types.is_string(schema.field(c).type)
+             and not pa.types.is_large_string(schema.field(c).type)]
+    if wrong:
+        raise ValueError(f"{path}: Toucan SFT columns are strings, got {wrong}")
+
+
+def iter_batches(paths: list[Path], columns=COLUMNS, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+    """Stream record batches of `columns` over all shards without loading a shard whole."""
+    for path in paths:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(columns))
+
+
+def map_batches(fn: Callable, batches: Iterable, workers: int | None = None) -> Iterator:
+    """`fn` over record batches on every core, results in input order (so outputs stay deterministic).
+    Per-row Python work (parsing, rendering) is what dominates; one core does it inline."""
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers <= 1:
+        yield from map(fn, batches)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(fn, batches)
+
+
+def count_rows(paths: list[Path]) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
+def count_user_turns(messages: pa.Array) -> pa.Array:
+    return pc.count_substring_regex(messages, USER_ROLE)
+
+
+def count_available_tools(tools: pa.Array) -> pa.Array:
+    return pc.count_substring_regex(tools, TOOL_ENTRY)
+
+
+def count_target_tools(target_tools: pa.Array) -> pa.Array:
+    """Entries of the ", "-joined `target_tools` (0 for an empty string)."""
+    commas = pc.count_substring(target_tools, ",")
+    empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(target_tools)), 0)
+    return pc.if_else(empty, 0, pc.add(commas, 1))
+
+
+def target_tool_names(target_tools: pa.Array) -> pa.Array:
+    """Every target tool name of every row, flattened."""
+    names = pc.utf8_trim_whitespace(pc.list_flatten(pc.split_pattern(target_tools, ",")))
+    return pc.filter(names, pc.greater(pc.utf8_length(names), 0))
+
+
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    name: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of the conversation: a user's text, a model's text and calls, or the results of those calls."""
+    role: str  # "user" | "model" | "tool"
+    text: str = ""
+    calls: tuple[ToolCall, ...] = ()
+    results: tuple[ToolResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    tools: list[dict]  # function specs: {"name", "description", "parameters"}
+    turns: list[Turn]
+    system: str = ""
+
+
+class MalformedRow(ValueError):
+    """A row that cannot become a training example; `kind` is the metrics key it is counted under."""
+
+    KINDS = ("missing_value", "invalid_json", "bad_tools", "bad_messages", "unknown_role", "bad_tool_call",
+             "arguments_not_json", "call_without_response", "response_without_call", "empty_content")
+
+    def __init__(self, kind: str, detail: str = ""):
+        assert kind in self.KINDS, kind
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+def loads(text: str):
+    """json.loads, with orjson's faster parser tried first (same result wherever orjson accepts the text)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def parse_tools(text: str) -> list[dict]:
+    try:
+        entries = loads(text)
+    except json.JSONDecodeError as e:
+        raise MalformedRow("invalid_json", f"tools: {e}") from None
+    if not isinstance(entries, list):
+        raise MalformedRow("bad_tools", "tools is not a list")
+    specs = []
+    for entry in entries:
+        spec = entry.get("function", entry) if isinstance(entry, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise MalformedRow("bad_tools", "a tool has no name")
+        specs.append({"name": spec["name"], "description": spec.get("description", ""),
+                      "parameters": spec.get("parameters", {"type": "object", "properties": {}})})
+    return specs
+
+
+def parse_tool_call(content: str) -> ToolCall:
+    """A `tool_call` message: a Python repr of {'name', 'arguments'} whose arguments is a JSON string."""
+    try:
+        call = ast.literal_eval(content)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+        raise MalformedRow("bad_tool_call", str(e)) from None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
+        raise MalformedRow("bad_tool_call", "no name")
+    args = call.get("arguments", "{}")
+    if isinstance(args, str):
+        try:
+            args = loads(args) if args.strip() else {}
+        except json.JSONDecodeError as e:
+            raise MalformedRow("arguments_not_json", f"{call['name']}: {e}") from None
+    if not isinstance(args, dict):
+        raise MalformedRow("arguments_not_json", f"{call['name']}: arguments are {type(args).__name__}")
+    return ToolCall(call["name"], args)
+
+
+def parse_messages(text: str) -> tuple[list[Turn], str]:
+    """Messages JSON → turns. Parallel calls (K calls, then K responses) pair up by position."""
+    try:
+        messages = loads(text)
+    except json.JSONDecodeError as e:
+        raise MalformedRow("invalid_json", f"messages: {e}") from None
+    if not isinstance(messages, list) or not messages:
+        raise MalformedRow("bad_messages", "messages is not a non-empty list")
+    turns: list[Turn] = []
+    system = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+            raise MalformedRow("bad_messages", "a message has no string content")
+        role, content = m.get("role"), m["content"]
+        last = turns[-1] if turns else None
+        if role in ("user", "assistant", "system") and not content.strip():
+            raise MalformedRow("empty_content", f"empty {role} message")
+        if role == "system":
+            system.append(content)
+        elif role == "user":
+            turns.append(Turn("user", content))
+        elif role == "assistant":
+            if last and last.role == "model" and not last.calls:
+                turns[-1] = Turn("model", last.text + "\n\n" + content)
+            else:
+                turns.append(Turn("model", content))
+        elif role == "tool_call":
+            call = parse_tool_call(content)
+            if last and last.role == "model":
+                turns[-1] = Turn("model", last.text, last.calls + (call,))
+            else:
+                turns.append(Turn("model", "", (call,)))
+        elif role == "tool_response":
+            pending = turns[-2] if last and last.role == "tool" else last
+            done = last.results if last and last.role == "tool" else ()
+            if not pending or pending.role != "model" or len(done) >= len(pending.calls):
+                raise MalformedRow("response_without_call")
+            result = ToolResult(pending.calls[len(done)].name, content)
+            if last.role == "tool":
+                turns[-1] = Turn("tool", results=done + (result,))
+            else:
+                turns.append(Turn("tool", results=(result,)))
+        else:
+            raise MalformedRow("unknown_role", str(role))
+    _close_calls(turns)
+    if turns[0].role != "user":
+        raise MalformedRow("bad_messages", "the conversation does not start with a user message")
+    return turns, "\n\n".join(system)
+
+
+def _close_calls(turns: list[Turn]) -> None:
+    """Every model turn with calls must be followed by one result per call before anything else happens."""
+    for i, turn in enumerate(turns):
+        if turn.calls:
+            nxt = turns[i + 1] if i + 1 < len(turns) else None
+            if nxt is None or nxt.role != "tool" or len(nxt.results) != len(turn.calls):
+                raise MalformedRow("call_without_response", turn.calls[-1].name)
+
+
+def parse_row(row: dict) -> Conversation:
+    missing = [c for c in COLUMNS if row.get(c) is None]
+    if missing:
+        raise MalformedRow("missing_value", ",".join(missing))
+    turns, system = parse_messages(row["messages"])
+    return Conversation(parse_tools(row["tools"]), turns, system)

@@ -1,0 +1,124 @@
+"""Stage `download`: the Toucan-1.5M SFT parquet shards into data/raw/SFT/.
+
+source: huggingface (the real data, pinned revision), local (shards in a folder of yours) or synthetic (an offline
+stand-in generated from a seed; the default, so `dvc repro` runs anywhere).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from gemma_toolcall import synthetic_toucan, toucan
+from gemma_toolcall.params import load_section
+
+REAL_SHARDS = [f"{toucan.CONFIG}/train-{i:05d}-of-00003.parquet" for i in range(3)]
+OFFLINE_HINT = ("Offline? Set `download.source: synthetic` (an embedded Toucan-schema stand-in) or "
+                "`download.source: local` with `download.local_dir` pointing at a folder of the SFT parquet shards.")
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    source: Literal["synthetic", "huggingface", "local"] = "synthetic"
+    rows: int = 2000
+    seed: int = 0
+    repo_id: str = "Agent-Ark/Toucan-1.5M"
+    revision: str = "0df3cf37f2abefb380370cfb02eabea2a35ae782"
+    local_dir: str = ""
+
+    def validate(self):
+        if self.source == "synthetic" and self.rows < 1:
+            return f"rows must be >= 1, got {self.rows}"
+        if self.source == "local" and not self.local_dir:
+            return "local_dir must name a folder of parquet shards when source is local"
+
+
+def hf_token(env_file: Path = Path(".env")) -> str | None:
+    """HF_TOKEN from the environment, else from a `.env` line `HF_TOKEN=...`. Never written anywhere."""
+    if os.environ.get("HF_TOKEN"):
+        return os.environ["HF_TOKEN"]
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            key, _, value = line.strip().partition("=")
+            if key.strip() == "HF_TOKEN" and value.strip():
+                return value.strip().strip("'\"")
+    return None
+
+
+def fetch_huggingface(p: DownloadParams, out: Path) -> None:
+    from huggingface_hub import hf_hub_download, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    token = hf_token()
+    for name in tqdm(REAL_SHARDS, desc="download", unit="shard"):
+        try:
+            cached = hf_hub_download(p.repo_id, name, repo_type="dataset", revision=p.revision, token=token)
+        except (GatedRepoError, RepositoryNotFoundError) as e:
+            raise SystemExit(f"download: {p.repo_id}@{p.revision} refused {name} ({type(e).__name__}); set HF_TOKEN "
+                             f"(environment or .env) to a token with access. {OFFLINE_HINT}") from None
+        except Exception as e:  # no network, DNS, proxy, timeouts: all end the same way for the user
+            raise SystemExit(f"download: could not fetch {name} of {p.repo_id}@{p.revision} from "
+                             f"{constants.ENDPOINT}: {type(e).__name__}: {e}\n{OFFLINE_HINT}") from None
+        dest = out / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, dest)
+
+
+def copy_local(p: DownloadParams, out: Path) -> None:
+    src = Path(p.local_dir).expanduser()
+    shards = sorted(src.glob(f"{toucan.CONFIG}/*.parquet")) or sorted(src.glob("*.parquet"))
+    if not shards:
+        raise SystemExit(f"download: no *.parquet (or {toucan.CONFIG}/*.parquet) in download.local_dir={src}")
+    (out / toucan.CONFIG).mkdir(parents=True)
+    for shard in tqdm(shards, desc="copy", unit="shard"):
+        shutil.copyfile(shard, out / toucan.CONFIG / shard.name)
+
+
+def write_synthetic(p: DownloadParams, out: Path, shards: int = synthetic_toucan.SHARDS,
+                    row_group_size: int = 4096) -> None:
+    (out / toucan.CONFIG).mkdir(parents=True)
+    bounds = [p.rows * i // shards for i in range(shards + 1)]
+    rows = synthetic_toucan.generate(p.rows, p.seed, progress=tqdm(total=p.rows, desc="synthetic", unit="row"))
+    for i in range(shards):
+        path = out / toucan.CONFIG / f"train-{i:05d}-of-{shards:05d}.parquet"
+        with pq.ParquetWriter(path, toucan.SCHEMA, **toucan.PARQUET_OPTIONS) as writer:
+            remaining = bounds[i + 1] - bounds[i]
+            while remaining:
+                chunk = [next(rows) for _ in range(min(row_group_size, remaining))]
+                remaining -= len(chunk)
+                writer.write_table(pa.Table.from_pylist(chunk, schema=toucan.SCHEMA))
+
+
+def run(p: DownloadParams, out: Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Build next to the destination and swap in at the end: a crash never leaves half a dataset behind.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        {"huggingface": fetch_huggingface, "local": copy_local, "synthetic": write_synthetic}[p.source](p, tmp)
+        for shard in toucan.shard_paths(tmp):
+            toucan.check_schema(shard)
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=Path("data/raw"))
+    args = ap.parse_args(argv)
+    run(load_section("download", DownloadParams), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Real `dvc repro` on a copy of the project: caching, and reruns only where params or inputs changed."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+DATA_STAGES = ["download", "analyze", "filter", "render"]
+
+
+def sh(cmd, cwd):
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
+           "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, shell=True)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def ran(output):
+    return re.findall(r"Running stage '([\w-]+)'", output)
+
+
+@pytest.fixture
+def project(tmp_path):
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for pkg in ("stages", "gemma_toolcall"):
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["download"]["rows"] = 400
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q", tmp_path)
+    return tmp_path
+
+
+def set_param(cwd, section, key, value):
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    params[section][key] = value
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_repro_caches_and_reruns_only_what_changed(project):
+    assert ran(sh(f"dvc repro {' '.join(DATA_STAGES)}", project)) == DATA_STAGES
+    assert (project / "data/formatted").is_dir() and (project / "metrics/data.json").is_file()
+
+    assert ran(sh(f"dvc repro {' '.join(DATA_STAGES)}", project)) == []  # nothing changed: nothing runs
+
+    set_param(project, "filter", "max_tools_available", 5)
+    assert ran(sh(f"dvc repro {' '.join(DATA_STAGES)}", project)) == ["filter", "render"]
+
+    set_param(project, "render", "json_style", "compact")
+    assert ran(sh(f"dvc repro {' '.join(DATA_STAGES)}", project)) == ["render"]
+
+    sh("git add -A && git commit -qm base", project)
+    set_param(project, "filter", "max_tools_available", 3)
+    sh("dvc repro render", project)
+    diff = sh("dvc metrics diff", project)
+    assert "metrics/data.json" in diff and "kept" in diff
