@@ -36,7 +36,7 @@ def from_dict(section: str, cls, values: dict):
     kwargs = {}
     for name, value in values.items():
         want = hints[name]
-        origin = typing.get_origin(want)
+        origin = typing.get_origin(want) or (want if want in (list, tuple) else None)
         if origin is typing.Literal:
             if value not in typing.get_args(want):
                 raise ConfigError(f"{section}.{name} must be one of {list(typing.get_args(want))}, got {value!r}")

@@ -6,7 +6,6 @@ stand-in generated from a seed; the default, so `dvc repro` runs anywhere).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gemma_toolcall import synthetic_toucan, toucan
+from gemma_toolcall.hub import hf_token
 from gemma_toolcall.params import load_section
 
 REAL_SHARDS = [f"{toucan.CONFIG}/train-{i:05d}-of-00003.parquet" for i in range(3)]
@@ -39,18 +39,6 @@ class DownloadParams:
             return f"rows must be >= 1, got {self.rows}"
         if self.source == "local" and not self.local_dir:
             return "local_dir must name a folder of parquet shards when source is local"
-
-
-def hf_token(env_file: Path = Path(".env")) -> str | None:
-    """HF_TOKEN from the environment, else from a `.env` line `HF_TOKEN=...`. Never written anywhere."""
-    if os.environ.get("HF_TOKEN"):
-        return os.environ["HF_TOKEN"]
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            key, _, value = line.strip().partition("=")
-            if key.strip() == "HF_TOKEN" and value.strip():
-                return value.strip().strip("'\"")
-    return None
 
 
 def fetch_huggingface(p: DownloadParams, out: Path) -> None:

@@ -62,6 +62,7 @@ def hub(raw_small):
 
 
 def project(tmp_path: Path, **download) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"download": download}))
     return tmp_path
 

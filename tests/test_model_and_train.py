@@ -1,0 +1,188 @@
+"""base_model and train on the real tunix PeftTrainer + qwix LoRA: tiny-random for speed, one step on the real model."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import ROOT, run_stage
+from gemma_toolcall import model as gemma
+from gemma_toolcall.chat_format import render_conversation
+from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn
+from stages import base_model, render, train
+
+TOOLS = [{"name": "w-get", "description": "Weather.", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+def conversations():
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha", "Bern", "Riga"]
+    for i, city in enumerate(cities):
+        call = ToolCall("w-get", {"city": city})
+        yield Conversation(TOOLS, [Turn("user", f"Weather in {city}?"), Turn("model", "", (call,)),
+                                   Turn("tool", results=(ToolResult("w-get", f'{{"t": {i}}}'),)),
+                                   Turn("model", f"{i} degrees.")])
+
+
+@pytest.fixture(scope="session")
+def formatted(tmp_path_factory) -> Path:
+    """Render shards of short conversations, as the render stage writes them."""
+    out = tmp_path_factory.mktemp("formatted")
+    rows = []
+    for i, conv in enumerate(conversations()):
+        r = render_conversation(conv, "compact")
+        rows.append({"uuid": str(i), "subset_name": "s", "text": r.text,
+                     "model_spans": [{"start": a, "end": b} for a, b in r.model_spans]})
+    pq.write_table(pa.Table.from_pylist(rows[:6], schema=render.SCHEMA), out / "train-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[6:], schema=render.SCHEMA), out / "validation-00000-of-00001.parquet")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "base"
+    base_model.run(base_model.ModelParams(source="tiny-random"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_base(tmp_path_factory) -> Path:
+    """The offline default: real Gemma 3 270M de-quantized from the PyPI GGUF package."""
+    out = tmp_path_factory.mktemp("real") / "base"
+    base_model.run(base_model.ModelParams(), out)
+    return out
+
+
+def params(**kw):
+    defaults = dict(max_seq_len=512, batch_size=2, max_steps=8, warmup_steps=1, learning_rate=5e-3,
+                    eval_every_n_steps=4, eval_batches=1, checkpoint_every_n_steps=2)
+    return train.TrainParams(**{**defaults, **kw})
+
+
+def test_real_tokenizer_ids_and_round_trip(real_base):
+    tok = gemma.Tokenizer(real_base / "tokenizer.model")
+    assert tok.encode("<start_of_turn>") == [105] and tok.encode("<end_of_turn>") == [106]
+    assert tok.vocab_size == 262_144
+    for text in ["<start_of_turn>user\nHello, wörld! 東京\n\n  x<end_of_turn>\n",
+                 render_conversation(next(conversations())).text[len("<bos>"):]]:
+        assert tok.decode(tok.encode(text)) == text
+    assert {"config.json", "model.safetensors", "tokenizer.model", "NOTICE", "GEMMA_TERMS.html"} <= \
+        {p.name for p in real_base.iterdir()}
+    assert "ai.google.dev/gemma/terms" in (real_base / "NOTICE").read_text()
+
+
+def test_real_model_trains_one_step_on_cpu(real_base, formatted, tmp_path):
+    m = train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=1, batch_size=1, eval_batches=0),
+                  real_base, formatted, tmp_path / "ck", tmp_path / "lora", tmp_path / "metrics")
+    assert m["steps"] == 1 and np.isfinite(m["train_loss_first"])
+    assert json.loads((tmp_path / "lora" / "adapter.json").read_text())["base_model_sha256"] == gemma.fingerprint(real_base)
+
+
+def test_loss_mask_is_zero_on_the_prompt(tiny_base):
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    r = render_conversation(next(conversations()))
+    ids, mask = train.tokenize_example(tok, r.text, [{"start": a, "end": b} for a, b in r.model_spans])
+    assert ids[0] == gemma.BOS and len(ids) == len(mask)
+    model_text = tok.decode([i for i, m in zip(ids, mask) if m])
+    assert model_text == "".join(r.text[a:b] for a, b in r.model_spans)
+    prompt_text = tok.decode([i for i, m in zip(ids[1:], mask[1:]) if not m])
+    assert "<tools>" in prompt_text and "Weather in Paris?" in prompt_text and "<tool_response>" in prompt_text
+    assert "<tool_call>" not in prompt_text  # the call is the model's, and only the model's
+
+
+def test_gather_loss_equals_one_hot_loss():
+    import jax
+    import jax.numpy as jnp
+
+    class Fixed:
+        def __call__(self, tokens, positions, cache, mask):
+            return jax.random.normal(jax.random.PRNGKey(0), tokens.shape + (50,)), None
+
+    tokens = jnp.array([[2, 5, 7, 9, 0], [2, 3, 3, 8, 1]])
+    weights = jnp.array([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1]])
+    ours = train.loss_fn(Fixed(), tokens, weights, None, None)
+    logits = Fixed()(tokens, None, None, None)[0][:, :-1]
+    one_hot = jax.nn.one_hot(tokens[:, 1:], 50) * weights[:, 1:, None]
+    reference = -jnp.sum(jax.nn.log_softmax(logits) * one_hot) / jnp.sum(weights[:, 1:])
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)
+
+
+def test_loss_falls_lora_changes_and_base_does_not(tiny_base, formatted, tmp_path):
+    from flax import nnx
+
+    m = train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=24, eval_every_n_steps=100),
+                  tiny_base, formatted, tmp_path / "ck", tmp_path / "lora", tmp_path / "metrics")
+    assert m["train_loss_last"] < m["train_loss_first"] - 0.5, m  # measured: 5.92 -> 5.09
+    from safetensors.numpy import load_file
+    adapter = load_file(tmp_path / "lora" / "adapter.safetensors")
+    b_mats = [v for k, v in adapter.items() if "lora_b" in k]
+    assert len(b_mats) == 2 * 6 and all(np.abs(v).max() > 0 for v in b_mats)  # qwix starts every B at zero
+    # The base weights the adapter sits on are the folder's, untouched by training.
+    base, _ = gemma.load(tiny_base, dtype=None)
+    lora_model = gemma.apply_lora(gemma.load(tiny_base, dtype=None)[0], 4, 8)
+    before = {k: np.asarray(v) for k, v in nnx.state(base, nnx.Param).flat_state()}
+    after = {k: np.asarray(v) for k, v in nnx.state(lora_model, nnx.Param).flat_state() if k in before}
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    log = (tmp_path / "metrics" / "train_log.tsv").read_text().splitlines()
+    assert log[0].split("\t") == list(train.TRAIN_LOG_COLUMNS) and len(log) == 25
+    assert all(cell for line in log[1:] for cell in line.split("\t"))
+
+
+def stage_project(tmp_path: Path, base: Path, data: Path, **train_params) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"lora": {"rank": 4, "alpha": 8.0},
+                                                          "train": train_params}))
+    return tmp_path
+
+
+def test_killed_run_resumes_to_the_same_adapter(tiny_base, formatted, tmp_path):
+    cfg = dict(max_seq_len=512, batch_size=2, max_steps=16, warmup_steps=1, learning_rate=0.005,
+               eval_every_n_steps=100, eval_batches=0, checkpoint_every_n_steps=2)
+    args = ["--base", str(tiny_base), "--data", str(formatted), "--checkpoints", "ck", "--out", "lora",
+            "--metrics", "metrics"]
+    whole = stage_project(tmp_path / "whole", tiny_base, formatted, **cfg)
+    run_stage("train", whole, *args)
+
+    killed = stage_project(tmp_path / "killed", tiny_base, formatted, **cfg)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train", *args], cwd=killed, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "ck" / "4").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "lora").exists(), "the run finished before it could be killed"
+    run_stage("train", killed, *args)
+    resumed = json.loads((killed / "metrics" / "train.json").read_text())
+    assert 4 <= resumed["resumed_from_step"] < 16 and resumed["steps"] == 16
+
+    from safetensors.numpy import load_file
+    a, b = load_file(whole / "lora" / "adapter.safetensors"), load_file(killed / "lora" / "adapter.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_changed_params_do_not_resume_stale_checkpoints(tiny_base, formatted, tmp_path):
+    train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=2), tiny_base, formatted, tmp_path / "ck",
+              tmp_path / "lora", tmp_path / "m")
+    m = train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=3, learning_rate=1e-3), tiny_base, formatted,
+                  tmp_path / "ck", tmp_path / "lora", tmp_path / "m")
+    assert m["resumed_from_step"] == 0 and m["steps"] == 3
+
+
+def test_bad_train_params_stop_with_a_message(tiny_base, formatted, tmp_path):
+    from gemma_toolcall.params import ConfigError, from_dict
+    with pytest.raises(ConfigError, match="lora.targets: unknown"):
+        from_dict("lora", train.LoraParams, {"targets": ["q_proj"]})
+    with pytest.raises(SystemExit, match="fewer than train.batch_size"):
+        train.run(train.LoraParams(), params(max_seq_len=8), tiny_base, formatted, tmp_path / "c", tmp_path / "l",
+                  tmp_path / "m")
