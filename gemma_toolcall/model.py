@@ -41,8 +41,10 @@ def tunix_config(config: dict):
     return gemma3.ModelConfig(
         num_layers=config["num_hidden_layers"], num_embed=config["vocab_size"], embed_dim=config["hidden_size"],
         hidden_dim=config["intermediate_size"], num_heads=config["num_attention_heads"], head_dim=config["head_dim"],
-        num_kv_heads=config["num_key_value_heads"], sliding_window_size=config["sliding_window"],
-        local_base_frequency=int(config["rope_local_base_freq"]), global_base_frequency=int(config["rope_theta"]))
+        num_kv_heads=config["num_key_value_heads"], sliding_window_size=config.get("sliding_window", 512),
+        # Gemma 3's defaults, for config.json files written without them.
+        local_base_frequency=int(config.get("rope_local_base_freq", 10_000)),
+        global_base_frequency=int(config.get("rope_theta", 1_000_000)))
 
 
 # -- tokenizer -------------------------------------------------------------------------------------------------

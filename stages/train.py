@@ -211,7 +211,7 @@ def lora_state(model) -> dict[str, np.ndarray]:
     from flax import nnx
 
     flat = nnx.state(model, nnx.LoRAParam).flat_state()
-    return {".".join(map(str, path)): np.asarray(v.value if hasattr(v, "value") else v, np.float32)
+    return {".".join(map(str, path)): np.asarray(v.get_value(), np.float32)
             for path, v in flat}
 
 

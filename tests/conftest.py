@@ -1,6 +1,10 @@
+import contextlib
+import hashlib
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,3 +32,46 @@ def raw_small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("raw") / "raw"
     download.run(download.DownloadParams(rows=1500, seed=7), out)
     return out
+
+
+class HubStandIn(BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    requests: list[tuple[str, str, str]] = []
+    revision = ""
+
+    def _answer(self, body: bool):
+        self.requests.append((self.command, self.path, self.headers.get("Authorization", "")))
+        data = self.files.get(self.path)
+        if data is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", self.revision)
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def do_HEAD(self):
+        self._answer(body=False)
+
+    def do_GET(self):
+        self._answer(body=True)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve_hub(files: dict[str, bytes], revision: str):
+    """A loopback stand-in of the Hugging Face Hub's `resolve` endpoint serving `files` (URL path -> bytes)."""
+    HubStandIn.files, HubStandIn.requests, HubStandIn.revision = files, [], revision
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HubStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -3,9 +3,6 @@
 `huggingface` talks to a loopback server that answers like the Hub's `resolve` endpoint (HF_ENDPOINT), through the
 real huggingface_hub client; `local` copies a folder; the offline failure names the offline alternatives.
 """
-import hashlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,52 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import run_stage
+from conftest import HubStandIn, run_stage, serve_hub
 from gemma_toolcall import toucan
 from stages.download import DownloadParams, REAL_SHARDS
 
 REPO, REVISION = "Agent-Ark/Toucan-1.5M", "0df3cf37f2abefb380370cfb02eabea2a35ae782"
 
 
-class HubStandIn(BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    requests: list[tuple[str, str, str]] = []
-
-    def _answer(self, body: bool):
-        self.requests.append((self.command, self.path, self.headers.get("Authorization", "")))
-        data = self.files.get(self.path)
-        if data is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", REVISION)
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def do_HEAD(self):
-        self._answer(body=False)
-
-    def do_GET(self):
-        self._answer(body=True)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def hub(raw_small):
-    HubStandIn.files = {f"/datasets/{REPO}/resolve/{REVISION}/{name}": (raw_small / name).read_bytes()
-                        for name in REAL_SHARDS}
-    HubStandIn.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HubStandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    files = {f"/datasets/{REPO}/resolve/{REVISION}/{name}": (raw_small / name).read_bytes() for name in REAL_SHARDS}
+    with serve_hub(files, REVISION) as url:
+        yield url
 
 
 def project(tmp_path: Path, **download) -> Path:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import ROOT, run_stage
+from conftest import ROOT, HubStandIn, run_stage, serve_hub
 from gemma_toolcall import model as gemma
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn
@@ -186,3 +186,26 @@ def test_bad_train_params_stop_with_a_message(tiny_base, formatted, tmp_path):
     with pytest.raises(SystemExit, match="fewer than train.batch_size"):
         train.run(train.LoraParams(), params(max_seq_len=8), tiny_base, formatted, tmp_path / "c", tmp_path / "l",
                   tmp_path / "m")
+
+
+def test_huggingface_source_against_a_hub_stand_in(tiny_base, tmp_path):
+    files = {f"/google/gemma-3-270m-it/resolve/main/{n}": (tiny_base / n).read_bytes() for n in base_model.REQUIRED}
+    cwd = tmp_path / "p"
+    cwd.mkdir()
+    (cwd / "params.yaml").write_text(yaml.safe_dump({"model": {"source": "huggingface"}}))
+    with serve_hub(files, "0" * 40) as url:
+        run_stage("base_model", cwd, env={"HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "hf_t"})
+    for name in base_model.REQUIRED:
+        assert (cwd / "models/base" / name).read_bytes() == (tiny_base / name).read_bytes()
+    assert all(auth == "Bearer hf_t" for verb, path, auth in HubStandIn.requests if "/resolve/" in path)
+    proc = run_stage("base_model", cwd, env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "h")},
+                     check=False)
+    assert proc.returncode != 0 and "model.source: gguf-package" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_local_model_folder_needs_the_hf_layout(tiny_base, tmp_path):
+    out = tmp_path / "base"
+    base_model.run(base_model.ModelParams(source="local", local_dir=str(tiny_base)), out)
+    assert gemma.fingerprint(out) == gemma.fingerprint(tiny_base)
+    with pytest.raises(SystemExit, match="has no config.json; model.local_dir needs"):
+        base_model.run(base_model.ModelParams(source="local", local_dir=str(tmp_path / "empty")), tmp_path / "x")
