@@ -198,12 +198,12 @@ def fingerprint(base_dir: Path) -> str:
 
 
 # -- tunix -----------------------------------------------------------------------------------------------------
-def load(base_dir: Path, dtype=None):
-    """The folder's model as a tunix Gemma 3 (nnx), and its config.json."""
+def load(base_dir: Path, dtype=None, mesh=None):
+    """The folder's model as a tunix Gemma 3 (nnx), and its config.json; sharded over `mesh` when given."""
     from tunix.models.gemma3 import params_safetensors
 
     config = json.loads((Path(base_dir) / "config.json").read_text())
-    model = params_safetensors.create_model_from_safe_tensors(str(base_dir), tunix_config(config), mesh=None,
+    model = params_safetensors.create_model_from_safe_tensors(str(base_dir), tunix_config(config), mesh=mesh,
                                                               dtype=dtype)
     return model, config
 

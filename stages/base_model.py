@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,6 +15,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from gemma_toolcall import model
+from gemma_toolcall.artifacts import building
 from gemma_toolcall.params import load_section
 
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.model")
@@ -76,19 +76,11 @@ def from_local(p: ModelParams, out: Path) -> None:
 
 
 def run(p: ModelParams, out: Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with building(out) as tmp:
         if p.source == "tiny-random":
             model.tiny_random(tmp, p.seed)
         else:
             {"gguf-package": from_gguf_package, "huggingface": from_huggingface, "local": from_local}[p.source](p, tmp)
-        tmp.chmod(0o755)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None) -> None:

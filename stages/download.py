@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gemma_toolcall import synthetic_toucan, toucan
+from gemma_toolcall.artifacts import building
 from gemma_toolcall.hub import hf_token
 from gemma_toolcall.params import load_section
 
@@ -86,19 +86,10 @@ def write_synthetic(p: DownloadParams, out: Path, shards: int = synthetic_toucan
 
 
 def run(p: DownloadParams, out: Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to the destination and swap in at the end: a crash never leaves half a dataset behind.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with building(out) as tmp:
         {"huggingface": fetch_huggingface, "local": copy_local, "synthetic": write_synthetic}[p.source](p, tmp)
         for shard in toucan.shard_paths(tmp):
             toucan.check_schema(shard)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None) -> None:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gemma_toolcall import toucan
+from gemma_toolcall.artifacts import building
 from gemma_toolcall.params import load_section
 
 SPLITS = ("train", "validation")
@@ -92,36 +93,33 @@ def candidates_of(paths, p: FilterParams, dropped: dict, bar) -> Iterator[pa.Rec
 
 def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
     paths = toucan.shard_paths(raw)
-    out.mkdir(parents=True, exist_ok=True)
     dropped = dict.fromkeys(DROP_RULES, 0)
     malformed = dict.fromkeys(toucan.MalformedRow.KINDS, 0)
     kept = dict.fromkeys(SPLITS, 0)
-    tmp = {s: out / f".{s}.parquet.tmp" for s in SPLITS}
-    writers = {s: pq.ParquetWriter(tmp[s], toucan.SCHEMA, **toucan.PARQUET_OPTIONS) for s in SPLITS}
-    try:
-        with tqdm(total=toucan.count_rows(paths), desc="filter", unit="row") as bar:
-            sent = collections.deque()  # candidate batches in flight; results come back in the same order
+    with building(out) as tmp:
+        writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", toucan.SCHEMA, **toucan.PARQUET_OPTIONS) for s in SPLITS}
+        try:
+            with tqdm(total=toucan.count_rows(paths), desc="filter", unit="row") as bar:
+                sent = collections.deque()  # candidate batches in flight; results come back in the same order
 
-            def send():
-                for batch in candidates_of(paths, p, dropped, bar):
-                    sent.append(batch)
-                    yield batch
+                def send():
+                    for batch in candidates_of(paths, p, dropped, bar):
+                        sent.append(batch)
+                        yield batch
 
-            for verdicts in toucan.map_batches(functools.partial(validate, p), send()):
-                batch = sent.popleft()
-                for kind in verdicts:
-                    if kind in malformed:
-                        malformed[kind] += 1
-                for s in SPLITS:
-                    rows = batch.filter(pa.array([v == s for v in verdicts], pa.bool_()))
-                    if rows.num_rows:
-                        writers[s].write_batch(rows)
-                        kept[s] += rows.num_rows
-    finally:
-        for w in writers.values():
-            w.close()
-    for s in SPLITS:
-        tmp[s].replace(out / f"{s}.parquet")
+                for verdicts in toucan.map_batches(functools.partial(validate, p), send()):
+                    batch = sent.popleft()
+                    for kind in verdicts:
+                        if kind in malformed:
+                            malformed[kind] += 1
+                    for s in SPLITS:
+                        rows = batch.filter(pa.array([v == s for v in verdicts], pa.bool_()))
+                        if rows.num_rows:
+                            writers[s].write_batch(rows)
+                            kept[s] += rows.num_rows
+        finally:
+            for w in writers.values():
+                w.close()
     metrics = {
         "rows_in": toucan.count_rows(paths),
         "eligible": sum(kept.values()) + sum(malformed.values()),  # passed the three selection rules

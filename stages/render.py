@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gemma_toolcall import toucan
+from gemma_toolcall.artifacts import building
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall.params import load_section
 
@@ -93,12 +93,8 @@ def render_split(p: RenderParams, src: Path, out: Path, split: str) -> dict:
 
 
 def run(p: RenderParams, src: Path, out: Path, metrics_path: Path) -> dict:
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    metrics = {s: render_split(p, Path(src) / f"{s}.parquet", tmp, s) for s in SPLITS}
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with building(out) as tmp:
+        metrics = {s: render_split(p, Path(src) / f"{s}.parquet", tmp, s) for s in SPLITS}
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gemma_toolcall import model as gemma
+from gemma_toolcall.artifacts import building
 from gemma_toolcall.params import load_section
 
 TRAIN_LOG_COLUMNS = ("step", "loss", "learning_rate", "grad_norm", "tokens_per_s")
@@ -72,6 +73,8 @@ class TrainParams:
                 return f"{name} must be >= 1, got {getattr(self, name)}"
         if self.max_steps < 0:
             return f"max_steps must be >= 0, got {self.max_steps}"
+        if self.batch_size % self.fsdp:
+            return f"batch_size ({self.batch_size}) must be a multiple of fsdp ({self.fsdp}): the batch is split over it"
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -254,8 +257,12 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
     if p.fsdp * p.tp > 1:
         mesh = jax.make_mesh((p.fsdp, p.tp), ("fsdp", "tp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     dtype = jnp.float32 if p.dtype == "float32" else jnp.bfloat16
-    base, _ = gemma.load(base_dir, dtype=dtype)
-    model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed)
+    base, _ = gemma.load(base_dir, dtype=dtype, mesh=mesh)
+    if mesh is not None:
+        with mesh:
+            model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed)
+    else:
+        model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed)
 
     warmup = min(p.warmup_steps, max_steps - 1)
     schedule = optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, warmup, max(max_steps, warmup + 1),
@@ -296,21 +303,22 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
     seconds = time.perf_counter() - start
 
     # The adapter, and what it belongs to.
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
     state = lora_state(model)
-    save_file(state, str(out_dir / "adapter.safetensors"))
-    (out_dir / "adapter.json").write_text(json.dumps({
-        "rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets), "dtype": p.dtype,
-        "base_model_sha256": gemma.fingerprint(base_dir), "steps": trainer.train_steps,
-        "parameters": int(sum(v.size for v in state.values()))}, indent=2) + "\n")
+    with building(out_dir) as tmp:
+        save_file(state, str(tmp / "adapter.safetensors"))
+        (tmp / "adapter.json").write_text(json.dumps({
+            "rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets), "dtype": p.dtype,
+            "base_model_sha256": gemma.fingerprint(base_dir), "steps": trainer.train_steps,
+            "parameters": int(sum(v.size for v in state.values()))}, indent=2) + "\n")
 
     train_rows = [r for s, r in sorted(log.rows["train"].items()) if s <= trainer.train_steps]
     eval_rows = [r for s, r in sorted(log.rows["eval"].items()) if s <= trainer.train_steps]
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("train_log.tsv", "eval_log.tsv"):
-        shutil.copyfile(ckpt_dir / name, metrics_dir / name) if (ckpt_dir / name).exists() else \
-            (metrics_dir / name).write_text("step\n")
+    for name, header in (("train_log.tsv", TRAIN_LOG_COLUMNS), ("eval_log.tsv", ("step", "eval_loss"))):
+        if (ckpt_dir / name).exists():
+            shutil.copyfile(ckpt_dir / name, metrics_dir / name)
+        else:  # no eval set, say: DVC still needs the declared plot file
+            (metrics_dir / name).write_text("\t".join(header) + "\n")
     final = {
         "steps": trainer.train_steps, "resumed_from_step": resumed_from,
         "train_loss_first": train_rows[0]["loss"] if train_rows else None,

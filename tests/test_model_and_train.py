@@ -209,3 +209,17 @@ def test_local_model_folder_needs_the_hf_layout(tiny_base, tmp_path):
     assert gemma.fingerprint(out) == gemma.fingerprint(tiny_base)
     with pytest.raises(SystemExit, match="has no config.json; model.local_dir needs"):
         base_model.run(base_model.ModelParams(source="local", local_dir=str(tmp_path / "empty")), tmp_path / "x")
+
+
+def test_fsdp_mesh_over_two_devices_gives_the_single_device_loss(tiny_base, formatted, tmp_path):
+    """JAX sees two CPU devices (XLA's host-platform device count); the model and batch are sharded over fsdp=2."""
+    cfg = dict(max_seq_len=512, batch_size=2, max_steps=2, eval_batches=0, eval_every_n_steps=100)
+    args = ["--base", str(tiny_base), "--data", str(formatted), "--checkpoints", "ck", "--out", "lora", "--metrics", "m"]
+    losses = []
+    for name, fsdp, env in (("one", 1, {}), ("two", 2, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})):
+        cwd = stage_project(tmp_path / name, tiny_base, formatted, **cfg, fsdp=fsdp)
+        run_stage("train", cwd, *args, env=env)
+        losses.append(json.loads((cwd / "m" / "train.json").read_text())["train_loss_first"])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    proc = run_stage("train", stage_project(tmp_path / "bad", tiny_base, formatted, **cfg, fsdp=4), *args, check=False)
+    assert "JAX sees 1 device(s)" in proc.stderr or "multiple of fsdp" in proc.stderr
