@@ -214,3 +214,47 @@ def apply_lora(model, rank: int, alpha: float, targets=LORA_TARGETS, seed: int =
 
     provider = qwix.LoraProvider(module_path="|".join(f".*{t}" for t in targets), rank=rank, alpha=alpha)
     return qwix.apply_lora_to_model(model, provider, rngs=nnx.Rngs(seed), **model.get_model_input())
+
+
+# -- adapters --------------------------------------------------------------------------------------------------
+def set_lora(model, adapter: dict[str, np.ndarray]) -> None:
+    """Load LoRA matrices (named by their tunix path, as `train` saves them) into a model with LoRA applied."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    state = nnx.state(model, nnx.LoRAParam)
+    flat = list(state.flat_state())
+    names = {".".join(map(str, path)) for path, _ in flat}
+    if names != set(adapter):
+        raise ValueError(f"adapter does not fit the model: missing {sorted(names - set(adapter))[:3]}, "
+                         f"unexpected {sorted(set(adapter) - names)[:3]}")
+    for path, var in flat:
+        var.set_value(jnp.asarray(adapter[".".join(map(str, path))], dtype=var.get_value().dtype))
+    nnx.update(model, state)
+
+
+def hf_lora_pairs(adapter: dict[str, np.ndarray], config: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """tunix/qwix LoRA matrices → per Hugging Face Linear (`model.layers.N.self_attn.q_proj`, ...): (A [r, in],
+    B [out, r]) with delta W = (alpha / r) * B @ A, the convention of both qwix and PEFT.
+
+    tunix's attention projections are einsums over heads: q `a (D,r), b (r,N,H)`; k and v share one A,
+    `b (r,2,K,H)`; the output `a (N,H,r), b (r,D)`. The MLP kernels are `(in, out)`, the transpose of torch's."""
+    pairs = {}
+    for layer in range(config["num_hidden_layers"]):
+        t = lambda name: adapter.get(f"layers.{layer}.{name}")  # noqa: E731
+        hf = f"model.layers.{layer}"
+        if t("attn.q_einsum.w_lora_a") is not None:
+            a, b = t("attn.q_einsum.w_lora_a"), t("attn.q_einsum.w_lora_b")
+            pairs[f"{hf}.self_attn.q_proj"] = (a.T, b.reshape(b.shape[0], -1).T)
+        if t("attn.kv_einsum.w_lora_a") is not None:
+            a, b = t("attn.kv_einsum.w_lora_a"), t("attn.kv_einsum.w_lora_b")
+            for i, proj in enumerate(("k_proj", "v_proj")):
+                pairs[f"{hf}.self_attn.{proj}"] = (a.T, b[:, i].reshape(b.shape[0], -1).T)
+        if t("attn.attn_vec_einsum.w_lora_a") is not None:
+            a, b = t("attn.attn_vec_einsum.w_lora_a"), t("attn.attn_vec_einsum.w_lora_b")
+            pairs[f"{hf}.self_attn.o_proj"] = (a.reshape(-1, a.shape[-1]).T, b.T)
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            if t(f"mlp.{proj}.kernel_lora_a") is not None:
+                pairs[f"{hf}.mlp.{proj}"] = (t(f"mlp.{proj}.kernel_lora_a").T, t(f"mlp.{proj}.kernel_lora_b").T)
+    return pairs
+

@@ -202,8 +202,11 @@ class TsvLog:
 
 
 def run_fingerprint(lora: LoraParams, p: TrainParams, base_dir: Path, data_paths) -> str:
-    """What a checkpoint belongs to: resuming with anything else changed would mix two runs."""
+    """What a checkpoint belongs to: params, training code, base model and data. Resuming with any of them changed
+    would mix two runs."""
     h = hashlib.sha256(json.dumps([asdict(lora), asdict(p)], sort_keys=True).encode())
+    for code in (Path(__file__), Path(gemma.__file__)):
+        h.update(code.read_bytes())
     h.update(gemma.fingerprint(base_dir).encode())
     for path in data_paths:
         h.update(Path(path).read_bytes())

@@ -7,11 +7,16 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-REFERENCE = ROOT.parent / "shared" / "reference"
+
+from gemma_toolcall.chat_format import render_conversation  # noqa: E402
+from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn  # noqa: E402
+REFERENCE = ROOT / "tests" / "reference"
 
 
 def run_stage(module: str, cwd: Path, *args: str, env: dict | None = None, check: bool = True):
@@ -22,6 +27,43 @@ def run_stage(module: str, cwd: Path, *args: str, env: dict | None = None, check
     if check and proc.returncode != 0:
         raise AssertionError(f"stages.{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+TOOLS = [{"name": "w-get", "description": "Weather.", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+def conversations():
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha", "Bern", "Riga"]
+    for i, city in enumerate(cities):
+        call = ToolCall("w-get", {"city": city})
+        yield Conversation(TOOLS, [Turn("user", f"Weather in {city}?"), Turn("model", "", (call,)),
+                                   Turn("tool", results=(ToolResult("w-get", f'{{"t": {i}}}'),)),
+                                   Turn("model", f"{i} degrees.")])
+
+
+@pytest.fixture(scope="session")
+def formatted(tmp_path_factory) -> Path:
+    """Render shards of short conversations, as the render stage writes them."""
+    out = tmp_path_factory.mktemp("formatted")
+    rows = []
+    for i, conv in enumerate(conversations()):
+        r = render_conversation(conv, "compact")
+        rows.append({"uuid": str(i), "subset_name": "s", "text": r.text,
+                     "model_spans": [{"start": a, "end": b} for a, b in r.model_spans]})
+    from stages import render
+
+    pq.write_table(pa.Table.from_pylist(rows[:6], schema=render.SCHEMA), out / "train-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[6:], schema=render.SCHEMA), out / "validation-00000-of-00001.parquet")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    from stages import base_model
+
+    out = tmp_path_factory.mktemp("tiny") / "base"
+    base_model.run(base_model.ModelParams(source="tiny-random"), out)
+    return out
 
 
 @pytest.fixture(scope="session")

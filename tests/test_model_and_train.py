@@ -13,44 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import ROOT, HubStandIn, run_stage, serve_hub
+from conftest import ROOT, HubStandIn, conversations, run_stage, serve_hub
 from gemma_toolcall import model as gemma
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn
 from stages import base_model, render, train
-
-TOOLS = [{"name": "w-get", "description": "Weather.", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
-
-
-def conversations():
-    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha", "Bern", "Riga"]
-    for i, city in enumerate(cities):
-        call = ToolCall("w-get", {"city": city})
-        yield Conversation(TOOLS, [Turn("user", f"Weather in {city}?"), Turn("model", "", (call,)),
-                                   Turn("tool", results=(ToolResult("w-get", f'{{"t": {i}}}'),)),
-                                   Turn("model", f"{i} degrees.")])
-
-
-@pytest.fixture(scope="session")
-def formatted(tmp_path_factory) -> Path:
-    """Render shards of short conversations, as the render stage writes them."""
-    out = tmp_path_factory.mktemp("formatted")
-    rows = []
-    for i, conv in enumerate(conversations()):
-        r = render_conversation(conv, "compact")
-        rows.append({"uuid": str(i), "subset_name": "s", "text": r.text,
-                     "model_spans": [{"start": a, "end": b} for a, b in r.model_spans]})
-    pq.write_table(pa.Table.from_pylist(rows[:6], schema=render.SCHEMA), out / "train-00000-of-00001.parquet")
-    pq.write_table(pa.Table.from_pylist(rows[6:], schema=render.SCHEMA), out / "validation-00000-of-00001.parquet")
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "base"
-    base_model.run(base_model.ModelParams(source="tiny-random"), out)
-    return out
-
 
 @pytest.fixture(scope="session")
 def real_base(tmp_path_factory) -> Path:
@@ -114,9 +81,7 @@ def test_gather_loss_equals_one_hot_loss():
     np.testing.assert_allclose(ours, reference, rtol=1e-6)
 
 
-def test_loss_falls_lora_changes_and_base_does_not(tiny_base, formatted, tmp_path):
-    from flax import nnx
-
+def test_loss_falls_and_the_adapter_is_non_trivial(tiny_base, formatted, tmp_path):
     m = train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=24, eval_every_n_steps=100),
                   tiny_base, formatted, tmp_path / "ck", tmp_path / "lora", tmp_path / "metrics")
     assert m["train_loss_last"] < m["train_loss_first"] - 0.5, m  # measured: 5.92 -> 5.09
@@ -124,15 +89,31 @@ def test_loss_falls_lora_changes_and_base_does_not(tiny_base, formatted, tmp_pat
     adapter = load_file(tmp_path / "lora" / "adapter.safetensors")
     b_mats = [v for k, v in adapter.items() if "lora_b" in k]
     assert len(b_mats) == 2 * 6 and all(np.abs(v).max() > 0 for v in b_mats)  # qwix starts every B at zero
-    # The base weights the adapter sits on are the folder's, untouched by training.
-    base, _ = gemma.load(tiny_base, dtype=None)
-    lora_model = gemma.apply_lora(gemma.load(tiny_base, dtype=None)[0], 4, 8)
-    before = {k: np.asarray(v) for k, v in nnx.state(base, nnx.Param).flat_state()}
-    after = {k: np.asarray(v) for k, v in nnx.state(lora_model, nnx.Param).flat_state() if k in before}
-    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     log = (tmp_path / "metrics" / "train_log.tsv").read_text().splitlines()
     assert log[0].split("\t") == list(train.TRAIN_LOG_COLUMNS) and len(log) == 25
     assert all(cell for line in log[1:] for cell in line.split("\t"))
+
+
+def test_training_moves_lora_parameters_only(tiny_base, formatted, tmp_path):
+    """The stage's data, loss and inputs on tunix's PeftTrainer: every LoRA matrix moves, no base weight does."""
+    import optax
+    from flax import nnx
+    from tunix.sft import peft_trainer
+
+    p = params(max_steps=3)
+    model = gemma.apply_lora(gemma.load(tiny_base)[0], 4, 8)
+    snapshot = lambda kind: {k: np.array(v.get_value()) for k, v in nnx.state(model, kind).flat_state()}  # noqa: E731
+    frozen = nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))
+    base_before, lora_before = snapshot(frozen), snapshot(nnx.LoRAParam)
+    examples, _ = train.load_examples(sorted(formatted.glob("train-*.parquet")),
+                                      gemma.Tokenizer(tiny_base / "tokenizer.model"), p)
+    trainer = peft_trainer.PeftTrainer(model, optax.adamw(1e-2), peft_trainer.TrainingConfig(
+        eval_every_n_steps=100, max_steps=3)).with_gen_model_input_fn(train.model_inputs).with_loss_fn(train.loss_fn)
+    trainer.train(train.batches(examples, p, shuffle=True, epochs=2))
+    base_after, lora_after = snapshot(frozen), snapshot(nnx.LoRAParam)
+    assert base_before.keys() == base_after.keys() and len(base_before) > 10
+    assert all(np.array_equal(base_before[k], base_after[k]) for k in base_before)
+    assert len(lora_before) == 2 * 2 * 6 and all(not np.array_equal(lora_before[k], lora_after[k]) for k in lora_before)
 
 
 def stage_project(tmp_path: Path, base: Path, data: Path, **train_params) -> Path:

@@ -1,0 +1,105 @@
+"""Stage `export`: the trained adapter in three forms, from models/lora/ and models/base/.
+
+- models/export/npy/: `model.<tunix layer path>.lora_a.npy` / `.lora_b.npy` for every LoRA target (the seed's layout;
+  it kept only the MLP pairs, this keeps the attention ones too). Load back with `gemma_toolcall.model.set_lora`.
+- models/export/peft/: `adapter_model.safetensors` + `adapter_config.json` for Hugging Face PEFT on transformers'
+  `Gemma3ForCausalLM` built from models/base/.
+- models/export/merged/: base + LoRA folded into the weights, float32 (a bf16 merge would round most of a small
+  LoRA update away), in Hugging Face layout, loadable by transformers and by tunix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from gemma_toolcall import model as gemma
+from gemma_toolcall.artifacts import building
+
+PEFT_TARGETS = {"q_einsum": ["q_proj"], "kv_einsum": ["k_proj", "v_proj"], "attn_vec_einsum": ["o_proj"],
+                "gate_proj": ["gate_proj"], "up_proj": ["up_proj"], "down_proj": ["down_proj"]}
+
+
+def write_npy(adapter: dict, out: Path) -> None:
+    out.mkdir(parents=True)
+    for name, value in adapter.items():
+        path, _, kind = name.rpartition(".")  # e.g. layers.0.attn.q_einsum . w_lora_a
+        np.save(out / f"model.{path}.{kind.split('_', 1)[1]}.npy", value)  # lora_a / lora_b
+
+
+def read_npy(npy_dir: Path) -> dict[str, np.ndarray]:
+    """Inverse of write_npy: the adapter dict `set_lora` takes."""
+    adapter = {}
+    for f in sorted(Path(npy_dir).glob("model.*.npy")):
+        path, _, kind = f.name[len("model."):-len(".npy")].rpartition(".")
+        prefix = "w_" if "einsum" in path else "kernel_"
+        adapter[f"{path}.{prefix}{kind}"] = np.load(f)
+    return adapter
+
+
+def write_peft(pairs: dict, meta: dict, base_dir: Path, out: Path) -> None:
+    out.mkdir(parents=True)
+    tensors = {}
+    for module, (a, b) in pairs.items():
+        tensors[f"base_model.model.{module}.lora_A.weight"] = np.ascontiguousarray(a, np.float32)
+        tensors[f"base_model.model.{module}.lora_B.weight"] = np.ascontiguousarray(b, np.float32)
+    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (out / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(base_dir),
+        "r": meta["rank"], "lora_alpha": meta["alpha"], "lora_dropout": 0.0, "bias": "none",
+        "target_modules": sorted({hf for t in meta["targets"] for hf in PEFT_TARGETS[t]}),
+        "fan_in_fan_out": False, "use_rslora": False, "inference_mode": True}, indent=2) + "\n")
+
+
+def write_merged(pairs: dict, meta: dict, base_dir: Path, out: Path) -> None:
+    out.mkdir(parents=True)
+    weights = {k: v.astype(np.float32) for k, v in load_bf16_safetensors(base_dir / "model.safetensors").items()}
+    scale = meta["alpha"] / meta["rank"]
+    for module, (a, b) in pairs.items():
+        weights[f"{module}.weight"] += scale * (b.astype(np.float32) @ a.astype(np.float32))
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((base_dir / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "torch_dtype": "float32"}, indent=2) + "\n")
+    for name in ("tokenizer.model", "NOTICE", "GEMMA_TERMS.html"):
+        if (base_dir / name).exists():
+            shutil.copyfile(base_dir / name, out / name)
+    (out / "README.md").write_text(f"Gemma 3 with a LoRA adapter (rank {meta['rank']}, alpha {meta['alpha']}) merged "
+                                   "into its weights by gemma-toolcall's export stage: modified Gemma weights, "
+                                   "subject to the Gemma Terms of Use (NOTICE).\n")
+
+
+def load_bf16_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """numpy has no bfloat16: read through JAX, which does."""
+    from safetensors.flax import load_file as load_jax
+
+    return {k: np.asarray(v, np.float32) for k, v in load_jax(str(path)).items()}
+
+
+def run(lora_dir: Path, base_dir: Path, out: Path) -> None:
+    meta = json.loads((lora_dir / "adapter.json").read_text())
+    if meta["base_model_sha256"] != gemma.fingerprint(base_dir):
+        raise SystemExit(f"export: {lora_dir} was trained on another base model than {base_dir}; retrain "
+                         "(`dvc repro train`) or point --base at the model it was trained on")
+    adapter = load_file(str(lora_dir / "adapter.safetensors"))
+    pairs = gemma.hf_lora_pairs(adapter, json.loads((base_dir / "config.json").read_text()))
+    with building(out) as tmp:
+        write_npy(adapter, tmp / "npy")
+        write_peft(pairs, meta, base_dir, tmp / "peft")
+        write_merged(pairs, meta, base_dir, tmp / "merged")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--lora", type=Path, default=Path("models/lora"))
+    ap.add_argument("--base", type=Path, default=Path("models/base"))
+    ap.add_argument("--out", type=Path, default=Path("models/export"))
+    args = ap.parse_args(argv)
+    run(args.lora, args.base, args.out)
+
+
+if __name__ == "__main__":
+    main()
