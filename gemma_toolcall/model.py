@@ -64,6 +64,8 @@ def build_sentencepiece(pieces: list[tuple[str, float, int]]) -> bytes:
     t.vocab_size = len(pieces)
     t.byte_fallback = True
     t.unk_id, t.bos_id, t.eos_id, t.pad_id = UNK, BOS, EOS, PAD
+    # SentencePiece finds its special ids by these names (default <s>, </s>, ...): without them bos_id() is -1.
+    t.unk_piece, t.bos_piece, t.eos_piece, t.pad_piece = "<unk>", "<bos>", "<eos>", "<pad>"
     n = proto.normalizer_spec
     n.name = "identity"
     n.add_dummy_prefix = False
@@ -258,3 +260,28 @@ def hf_lora_pairs(adapter: dict[str, np.ndarray], config: dict) -> dict[str, tup
                 pairs[f"{hf}.mlp.{proj}"] = (t(f"mlp.{proj}.kernel_lora_a").T, t(f"mlp.{proj}.kernel_lora_b").T)
     return pairs
 
+
+def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
+             batch_size: int, progress=None) -> list[str]:
+    """Greedy completions with tunix's KV-cache sampler, in batches, stopping at `<end_of_turn>` or `<eos>`.
+    Prompts are rendered text without `<bos>` (the sampler adds it). One cache size for every batch, so one
+    compilation."""
+    from tunix.generate import sampler as sampler_lib
+    from tunix.generate.tokenizer_adapter import TokenizerAdapter
+
+    longest = max((len(tokenizer.encode(p)) for p in prompts), default=1) + 1  # + <bos>
+    prompt_len = 1 << (longest - 1).bit_length()  # the sampler left-pads prompts to this
+    cache = 1 << (prompt_len + max_new_tokens).bit_length()  # must exceed prompt + generation
+    sampler = sampler_lib.Sampler(model, TokenizerAdapter(tokenizer.sp), sampler_lib.CacheConfig(
+        cache_size=cache, num_layers=config["num_hidden_layers"], num_kv_heads=config["num_key_value_heads"],
+        head_dim=config["head_dim"]))
+    outputs = []
+    for i in range(0, len(prompts), batch_size):
+        batch = prompts[i:i + batch_size]
+        padded = batch + [batch[-1]] * (batch_size - len(batch))  # a fixed batch shape: no recompilation
+        result = sampler(padded, max_generation_steps=max_new_tokens, max_prompt_length=prompt_len,
+                         eos_tokens=[EOS, tokenizer.end_of_turn], temperature=0.0)
+        outputs += list(result.text[:len(batch)])
+        if progress is not None:
+            progress.update(len(batch))
+    return outputs

@@ -56,3 +56,12 @@ def from_dict(section: str, cls, values: dict):
         if problem:
             raise ConfigError(f"{section}.{problem}")
     return obj
+
+
+def value(dotted: str, path: Path = PARAMS_FILE):
+    """One value of another stage's section (declared as a param dep in dvc.yaml), e.g. `render.json_style`."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    section, _, key = dotted.partition(".")
+    if key not in (data.get(section) or {}):
+        raise ConfigError(f"{dotted} is missing")
+    return data[section][key]

@@ -1,0 +1,150 @@
+"""Stage `evaluate`: tool calling of the base model and of base + trained LoRA, for `dvc metrics diff`.
+
+- BFCL (data/bfcl): per category, the share of questions whose model turn parses into calls that BFCL's own AST
+  checker accepts (irrelevance: no call).
+- Held-out Toucan (data/filtered/validation.parquet): the first model turn's calls, exact (names and arguments) and
+  by name, and the share of outputs that parse.
+
+Prompts are rendered by the same module as the training data (the `render.json_style` of training), decoded
+greedily with tunix's KV-cache sampler, and parsed by the module that renders calls. metrics/eval.json holds the
+numbers; metrics/eval_samples.jsonl every output with its parsed calls, verdict and reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from safetensors.numpy import load_file
+from tqdm import tqdm
+
+from gemma_toolcall import bfcl, model as gemma, toucan
+from gemma_toolcall.chat_format import BOS, parse_model_turn, render_prompt
+from gemma_toolcall.params import load_section, value
+
+CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    categories: tuple = CATEGORIES
+    limit: int = 2  # questions per BFCL category (0: all); small so a CPU run stays short
+    heldout_limit: int = 8  # validation rows (0: all)
+    max_new_tokens: int = 128
+    batch_size: int = 4
+
+    def validate(self):
+        if self.limit < 0 or self.heldout_limit < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
+            return "limit and heldout_limit must be >= 0, max_new_tokens and batch_size >= 1"
+
+
+def bfcl_cases(root: Path, p: EvaluateParams, style: str) -> list[dict]:
+    cases = []
+    for category in p.categories:
+        for q in bfcl.load(root, category, p.limit or None):
+            prompt = render_prompt(bfcl.tools(q), bfcl.user_text(q), style, bfcl.system_text(q))
+            cases.append({"source": "bfcl", "category": category, "id": q["id"], "prompt": prompt, "question": q})
+    return cases
+
+
+def heldout_cases(validation: Path, p: EvaluateParams, style: str) -> tuple[list[dict], int]:
+    """The validation rows up to the first model turn; rows that do not parse are skipped and counted."""
+    cases, skipped = [], 0
+    for row in pq.read_table(validation).to_pylist():
+        if p.heldout_limit and len(cases) == p.heldout_limit:
+            break
+        try:
+            conv = toucan.parse_row(row)
+        except toucan.MalformedRow:
+            skipped += 1
+            continue
+        first_model = next(t for t in conv.turns if t.role == "model")
+        prompt = render_prompt(conv.tools, conv.turns[0].text, style, conv.system)
+        cases.append({"source": "heldout", "category": row["subset_name"], "id": row["uuid"], "prompt": prompt,
+                      "expected": [asdict(c) for c in first_model.calls]})
+    return cases, skipped
+
+
+def judge(case: dict, output: str, scorer: bfcl.Scorer) -> dict:
+    parsed = parse_model_turn(output)
+    calls = [asdict(c) for c in parsed.calls]
+    verdict = {"format_valid": parsed.format_valid, "calls": calls}
+    if case["source"] == "bfcl":
+        if parsed.format_valid:
+            passed, reason = scorer(case["category"], case["question"], parsed.calls)
+        else:
+            passed, reason = False, "unparseable: " + "; ".join(parsed.errors)
+        return {**verdict, "passed": passed, "reason": reason}
+    expected = case["expected"]
+    exact = parsed.format_valid and calls == expected
+    names = parsed.format_valid and sorted(c["name"] for c in calls) == sorted(c["name"] for c in expected)
+    reason = "exact" if exact else "names only" if names else \
+        ("unparseable: " + "; ".join(parsed.errors)) if not parsed.format_valid else \
+        f"expected {[c['name'] for c in expected]}, got {[c['name'] for c in calls]}"
+    return {**verdict, "passed": exact, "name_match": names, "reason": reason}
+
+
+def summarize(results: list[dict]) -> dict:
+    rate = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+    bfcl_rows = [r for r in results if r["source"] == "bfcl"]
+    held = [r for r in results if r["source"] == "heldout"]
+    by_category = {}
+    for r in bfcl_rows:
+        by_category.setdefault(r["category"], []).append(r["passed"])
+    return {
+        "bfcl": {c: rate(v) for c, v in by_category.items()},
+        "bfcl_mean": rate([rate(v) for v in by_category.values()]) if by_category else None,
+        "format_valid": rate([r["format_valid"] for r in results]),
+        "heldout": {"exact_match": rate([r["passed"] for r in held]), "name_match": rate([r["name_match"] for r in held]),
+                    "parse_rate": rate([r["format_valid"] for r in held]), "n": len(held)},
+    }
+
+
+def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir: Path, validation: Path,
+        metrics_path: Path, samples_path: Path) -> dict:
+    tok = gemma.Tokenizer(base_dir / "tokenizer.model")
+    scorer = bfcl.Scorer(bfcl_dir)
+    held, skipped = heldout_cases(validation, p, style)
+    cases = bfcl_cases(bfcl_dir, p, style) + held
+    prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
+    base, config = gemma.load(base_dir)
+    meta = json.loads((lora_dir / "adapter.json").read_text())
+    tuned = gemma.apply_lora(base, meta["rank"], meta["alpha"], meta["targets"])  # a copy: `base` stays as it is
+    gemma.set_lora(tuned, load_file(str(lora_dir / "adapter.safetensors")))
+
+    metrics, samples = {"cases": len(cases), "heldout_skipped_malformed": skipped}, []
+    for name, model in (("base", base), ("tuned", tuned)):
+        with tqdm(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
+            outputs = gemma.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size, progress=bar)
+        results = []
+        for case, output in zip(cases, outputs):
+            verdict = judge(case, output, scorer)
+            results.append({"source": case["source"], "category": case["category"], **verdict})
+            samples.append({"model": name, "source": case["source"], "category": case["category"], "id": case["id"],
+                            "output": output, **verdict})
+        metrics[name] = summarize(results)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    with open(samples_path, "w", encoding="utf-8") as f:
+        for s in samples:
+            f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--base", type=Path, default=Path("models/base"))
+    ap.add_argument("--lora", type=Path, default=Path("models/lora"))
+    ap.add_argument("--bfcl", type=Path, default=Path("data/bfcl"))
+    ap.add_argument("--validation", type=Path, default=Path("data/filtered/validation.parquet"))
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
+    ap.add_argument("--samples", type=Path, default=Path("metrics/eval_samples.jsonl"))
+    args = ap.parse_args(argv)
+    run(load_section("evaluate", EvaluateParams), value("render.json_style"), args.base, args.lora, args.bfcl,
+        args.validation, args.metrics, args.samples)
+
+
+if __name__ == "__main__":
+    main()

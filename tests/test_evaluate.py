@@ -1,0 +1,46 @@
+"""The evaluate stage end to end on tiny-random, and the sampler it uses against plain greedy decoding."""
+import json
+import sys
+
+import jax.numpy as jnp
+import pyarrow.parquet as pq
+
+from conftest import ROOT
+from gemma_toolcall import bfcl, model as gemma
+from stages import evaluate, filter as filter_stage, train
+
+sys.path.insert(0, str(ROOT / "bench"))
+from sampler_check import plain_greedy  # noqa: E402
+
+
+def test_sampler_decodes_what_the_model_predicts(tiny_base):
+    """tunix's KV-cache sampler, batched and left-padded, gives the no-cache argmax tokens (once it did not: the
+    tokenizer's BOS id read -1)."""
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    assert (tok.sp.bos_id(), tok.sp.eos_id(), tok.sp.pad_id()) == (gemma.BOS, gemma.EOS, gemma.PAD)
+    model, config = gemma.load(tiny_base, dtype=jnp.float32)
+    prompts = ["abcdefg", "a longer prompt, padded less", "x"]
+    outputs = gemma.generate(model, config, tok, prompts, 8, batch_size=2)
+    assert outputs == [plain_greedy(model, tok, p, 8) for p in prompts]
+
+
+def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
+    train.run(train.LoraParams(rank=4, alpha=8), train.TrainParams(max_steps=2, eval_batches=0, eval_every_n_steps=100),
+              tiny_base, formatted, tmp_path / "ck", tmp_path / "lora", tmp_path / "m")
+    filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / "filtered", tmp_path / "data.json")
+    bfcl.fetch(tmp_path / "bfcl")
+    p = evaluate.EvaluateParams(limit=2, heldout_limit=3, max_new_tokens=8, batch_size=4)
+    m = evaluate.run(p, "pretty", tiny_base, tmp_path / "lora", tmp_path / "bfcl",
+                     tmp_path / "filtered" / "validation.parquet", tmp_path / "eval.json", tmp_path / "samples.jsonl")
+    assert json.loads((tmp_path / "eval.json").read_text()) == m
+    for name in ("base", "tuned"):
+        assert set(m[name]["bfcl"]) == set(evaluate.CATEGORIES)
+        assert all(0.0 <= v <= 1.0 for v in m[name]["bfcl"].values())
+        assert m[name]["heldout"]["n"] == 3 and 0.0 <= m[name]["format_valid"] <= 1.0
+    samples = [json.loads(line) for line in open(tmp_path / "samples.jsonl", encoding="utf-8")]
+    assert len(samples) == 2 * (2 * len(evaluate.CATEGORIES) + 3)
+    assert all({"model", "id", "output", "calls", "passed", "reason"} <= set(s) for s in samples)
+    # A random model calls nothing: irrelevance passes, the others fail with BFCL's reason.
+    assert all(s["passed"] for s in samples if s["category"] == "irrelevance")
+    assert all(s["reason"] for s in samples if not s["passed"])
+    assert pq.read_metadata(tmp_path / "filtered" / "validation.parquet").num_rows >= 3
