@@ -8,16 +8,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from conftest import ROOT, HubStandIn, conversations, run_stage, serve_hub
 from gemma_toolcall import model as gemma
 from gemma_toolcall.chat_format import render_conversation
-from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn
-from stages import base_model, render, train
+from stages import base_model, train
 
 @pytest.fixture(scope="session")
 def real_base(tmp_path_factory) -> Path:
