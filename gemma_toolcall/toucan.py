@@ -12,6 +12,7 @@ import ast
 import json
 import multiprocessing
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -65,7 +66,10 @@ def map_batches(fn: Callable, batches: Iterable, workers: int | None = None) -> 
     if workers <= 1:
         yield from map(fn, batches)
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # fork is the cheap start, but forking a process whose JAX threads are running can deadlock (a test session,
+    # a notebook): then start workers from a clean server process instead.
+    start = "forkserver" if "jax" in sys.modules else "fork"
+    with multiprocessing.get_context(start).Pool(workers) as pool:
         yield from pool.imap(fn, batches)
 
 
