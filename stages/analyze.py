@@ -22,19 +22,33 @@ ALL_AVAILABLE_CUTOFFS = (30, 20, 15, 10, 5, 4, 3, 2, 1)
 STEP3_AVAILABLE_CUTOFFS = (20, 15, 10, 5, 3)
 
 
-def row_counts(paths, batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """Per-row structure of the whole dataset as small integer arrays (strings are never kept)."""
-    cols = {"subset": [], "user_turns": [], "targets": [], "available": []}
+COUNTED = ("subset", "user_turns", "targets", "available")
+
+
+def count_row_group(group: toucan.RowGroup) -> tuple[dict[str, np.ndarray], set[str]]:
+    cols: dict[str, list] = {k: [] for k in COUNTED}
     tools: set[str] = set()
-    rows = toucan.count_rows(paths)
-    with tqdm(total=rows, desc="analyze", unit="row") as bar:
-        for b in toucan.iter_batches(paths, ("subset_name", "target_tools", "tools", "messages"), batch_size):
-            cols["subset"].append(pc.fill_null(b.column("subset_name"), "").to_numpy(zero_copy_only=False))
-            cols["user_turns"].append(pc.fill_null(toucan.count_user_turns(b.column("messages")), 0).to_numpy())
-            cols["targets"].append(pc.fill_null(toucan.count_target_tools(b.column("target_tools")), 0).to_numpy())
-            cols["available"].append(pc.fill_null(toucan.count_available_tools(b.column("tools")), 0).to_numpy())
-            tools.update(pc.unique(toucan.target_tool_names(b.column("target_tools"))).to_pylist())
-            bar.update(b.num_rows)
+    for b in toucan.read_row_group(group, ("subset_name", "target_tools", "tools", "messages")):
+        cols["subset"].append(pc.fill_null(b.column("subset_name"), "").to_numpy(zero_copy_only=False))
+        cols["user_turns"].append(pc.fill_null(toucan.count_user_turns(b.column("messages")), 0).to_numpy())
+        cols["targets"].append(pc.fill_null(toucan.count_target_tools(b.column("target_tools")), 0).to_numpy())
+        cols["available"].append(pc.fill_null(toucan.count_available_tools(b.column("tools")), 0).to_numpy())
+        tools.update(pc.unique(toucan.target_tool_names(b.column("target_tools"))).to_pylist())
+    return {k: np.concatenate(v) for k, v in cols.items() if v}, tools
+
+
+def row_counts(paths) -> dict[str, np.ndarray]:
+    """Per-row structure of the whole dataset as small integer arrays (strings are never kept), one row group per
+    worker."""
+    groups = toucan.row_groups(paths)
+    cols: dict[str, list] = {k: [] for k in COUNTED}
+    tools: set[str] = set()
+    with tqdm(total=sum(g.num_rows for g in groups), desc="analyze", unit="row") as bar:
+        for group, (counts, names) in zip(groups, toucan.parallel_map(count_row_group, groups)):
+            for k, v in counts.items():
+                cols[k].append(v)
+            tools |= names
+            bar.update(group.num_rows)
     out = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in cols.items()}
     out["unique_tools"] = len(tools)
     return out

@@ -8,13 +8,11 @@ when other rows change. Drop counts go to metrics/data.json.
 from __future__ import annotations
 
 import argparse
-import collections
 import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,80 +46,68 @@ def is_validation(uuid: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest, "big") < fraction * 2**64
 
 
-def select(batch: pa.RecordBatch, p: FilterParams) -> dict[str, pa.Array]:
-    """Boolean masks, one per drop reason in order of precedence, plus `candidate` for rows that pass all three.
-    A null counts as zero here; candidates with nulls are dropped later as malformed (missing_value)."""
-    ok = pa.array([True] * batch.num_rows)
-    masks = {}
-    for reason, too_many in (
-        ("multi_turn", pc.greater(pc.fill_null(toucan.count_user_turns(batch.column("messages")), 0), 1)),
-        ("too_many_tools_used", pc.greater(pc.fill_null(toucan.count_target_tools(batch.column("target_tools")), 0),
-                                           p.max_tools_used)),
-        ("too_many_tools_available", pc.greater(pc.fill_null(toucan.count_available_tools(batch.column("tools")), 0),
-                                                p.max_tools_available)),
-    ):
-        masks[reason] = pc.and_(ok, too_many)
-        ok = pc.and_(ok, pc.invert(too_many))
-    masks["candidate"] = ok
-    return masks
+def select(batch: pa.RecordBatch, p: FilterParams, dropped: dict[str, int]) -> pa.RecordBatch:
+    """The rows that pass the three rules, vectorised. A dropped row is counted under the first rule it breaks (in
+    DROP_RULES order), so each count is only taken over the rows still in. A null counts as zero here; rows with
+    nulls are dropped later as malformed (missing_value)."""
+    rules = (("multi_turn", "messages", toucan.count_user_turns, 1),
+             ("too_many_tools_used", "target_tools", toucan.count_target_tools, p.max_tools_used),
+             ("too_many_tools_available", "tools", toucan.count_available_tools, p.max_tools_available))
+    for reason, column, count, limit in rules:
+        too_many = pc.greater(pc.fill_null(count(batch.column(column)), 0), limit)
+        dropped[reason] += pc.sum(too_many).as_py() or 0
+        batch = batch.filter(pc.invert(too_many))
+    return batch
 
 
-def validate(p: FilterParams, candidates: pa.RecordBatch) -> list[str]:
-    """Per candidate row: its split, or the malformation kind it is dropped for."""
-    verdicts = []
-    for row in candidates.to_pylist():
-        try:
-            toucan.parse_row(row)
-        except toucan.MalformedRow as e:
-            verdicts.append(e.kind)
-            continue
-        verdicts.append("validation" if is_validation(row["uuid"], p.validation_fraction, p.seed) else "train")
-    return verdicts
+def verdict(p: FilterParams, row: dict) -> str:
+    """A row's split, or the malformation kind it is dropped for."""
+    try:
+        toucan.parse_row(row)
+    except toucan.MalformedRow as e:
+        return e.kind
+    return "validation" if is_validation(row["uuid"], p.validation_fraction, p.seed) else "train"
 
 
-def candidates_of(paths, p: FilterParams, dropped: dict, bar) -> Iterator[pa.RecordBatch]:
-    """Vectorised selection in this process; counts the rule drops, yields the rows that pass."""
-    for batch in toucan.iter_batches(paths):
-        batch = pa.RecordBatch.from_arrays([batch.column(c).cast(pa.string()) for c in toucan.COLUMNS],
-                                           schema=toucan.SCHEMA)
-        masks = select(batch, p)
-        for reason in DROP_RULES:
-            dropped[reason] += pc.sum(masks[reason]).as_py() or 0
-        bar.update(batch.num_rows)
-        yield batch.filter(masks["candidate"])
+def filter_row_group(p: FilterParams, group: toucan.RowGroup) -> tuple[dict[str, pa.Table], dict[str, int]]:
+    """One row group (in a worker): select, then parse in full only the rows that pass. Returns the kept rows per
+    split and the drop counts."""
+    dropped = dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
+    kept: dict[str, list] = {s: [] for s in SPLITS}
+    for batch in toucan.read_row_group(group):
+        candidates = select(batch, p, dropped)
+        verdicts = [verdict(p, row) for row in candidates.to_pylist()]
+        for kind in verdicts:
+            if kind in dropped:
+                dropped[kind] += 1
+        for s in SPLITS:
+            kept[s].append(candidates.filter(pa.array([v == s for v in verdicts], pa.bool_())))
+    return {s: pa.Table.from_batches(b, schema=toucan.SCHEMA) for s, b in kept.items()}, dropped
 
 
 def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
-    paths = toucan.shard_paths(raw)
-    dropped = dict.fromkeys(DROP_RULES, 0)
-    malformed = dict.fromkeys(toucan.MalformedRow.KINDS, 0)
+    groups = toucan.row_groups(toucan.shard_paths(raw))
+    dropped = dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
     kept = dict.fromkeys(SPLITS, 0)
     with building(out) as tmp:
         writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", toucan.SCHEMA, **toucan.PARQUET_OPTIONS) for s in SPLITS}
         try:
-            with tqdm(total=toucan.count_rows(paths), desc="filter", unit="row") as bar:
-                sent = collections.deque()  # candidate batches in flight; results come back in the same order
-
-                def send():
-                    for batch in candidates_of(paths, p, dropped, bar):
-                        sent.append(batch)
-                        yield batch
-
-                for verdicts in toucan.map_batches(functools.partial(validate, p), send()):
-                    batch = sent.popleft()
-                    for kind in verdicts:
-                        if kind in malformed:
-                            malformed[kind] += 1
-                    for s in SPLITS:
-                        rows = batch.filter(pa.array([v == s for v in verdicts], pa.bool_()))
-                        if rows.num_rows:
-                            writers[s].write_batch(rows)
-                            kept[s] += rows.num_rows
+            with tqdm(total=sum(g.num_rows for g in groups), desc="filter", unit="row") as bar:
+                results = toucan.parallel_map(functools.partial(filter_row_group, p), groups)
+                for group, (tables, counts) in zip(groups, results):  # in row-group order: deterministic output
+                    for k, v in counts.items():
+                        dropped[k] += v
+                    for s, table in tables.items():
+                        if table.num_rows:
+                            writers[s].write_table(table)
+                            kept[s] += table.num_rows
+                    bar.update(group.num_rows)
         finally:
             for w in writers.values():
                 w.close()
+    malformed = {k: dropped.pop(k) for k in toucan.MalformedRow.KINDS}
     metrics = {
-        "rows_in": toucan.count_rows(paths),
+        "rows_in": sum(g.num_rows for g in groups),
         "eligible": sum(kept.values()) + sum(malformed.values()),  # passed the three selection rules
         "kept": sum(kept.values()),
         **{f"kept_{s}": n for s, n in kept.items()},

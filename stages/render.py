@@ -43,58 +43,81 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
-def render_batch(p: RenderParams, batch: pa.RecordBatch) -> tuple[pa.Table, dict]:
-    rows, dropped = [], dict.fromkeys(toucan.MalformedRow.KINDS, 0)
-    for row in batch.to_pylist():
-        try:
-            rendered = render_conversation(toucan.parse_row(row), p.json_style)
-        except toucan.MalformedRow as e:  # filter drops these; count, never crash, if one slips through
-            dropped[e.kind] += 1
-            continue
-        rows.append({"uuid": row["uuid"], "subset_name": row["subset_name"], "text": rendered.text,
-                     "model_spans": [{"start": a, "end": b} for a, b in rendered.model_spans]})
-    return pa.Table.from_pylist(rows, schema=SCHEMA), dropped
+def render_row_group(p: RenderParams, group: toucan.RowGroup) -> tuple[pa.Table, dict]:
+    """One row group of filtered rows (in a worker) → rendered rows, and counts of rows that did not parse."""
+    cols: dict[str, list] = {"uuid": [], "subset_name": [], "text": []}
+    offsets, starts, ends = [0], [], []
+    dropped = dict.fromkeys(toucan.MalformedRow.KINDS, 0)
+    for batch in toucan.read_row_group(group):
+        for row in batch.to_pylist():
+            try:
+                rendered = render_conversation(toucan.parse_row(row), p.json_style)
+            except toucan.MalformedRow as e:  # filter drops these; count, never crash, if one slips through
+                dropped[e.kind] += 1
+                continue
+            cols["uuid"].append(row["uuid"])
+            cols["subset_name"].append(row["subset_name"])
+            cols["text"].append(rendered.text)
+            for a, b in rendered.model_spans:
+                starts.append(a)
+                ends.append(b)
+            offsets.append(len(starts))
+    spans = pa.StructArray.from_arrays([pa.array(starts, pa.int32()), pa.array(ends, pa.int32())], ["start", "end"])
+    arrays = [pa.array(cols[c], pa.string()) for c in cols] + [pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), spans)]
+    return pa.Table.from_arrays(arrays, schema=SCHEMA), dropped
 
 
-def render_split(p: RenderParams, src: Path, out: Path, split: str) -> dict:
-    pf = pq.ParquetFile(src)
-    stats = {"rows": 0, "chars": 0, "model_chars": 0, "dropped": dict.fromkeys(toucan.MalformedRow.KINDS, 0)}
-    shards: list[Path] = []
-    writer = None
-    with tqdm(total=pf.metadata.num_rows, desc=f"render {split}", unit="row") as bar:
-        for table, dropped in toucan.map_batches(functools.partial(render_batch, p), pf.iter_batches(batch_size=1024)):
-            bar.update(table.num_rows + sum(dropped.values()))
-            for k, v in dropped.items():
-                stats["dropped"][k] += v
-            stats["chars"] += pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0
-            spans = pc.list_flatten(table.column("model_spans"))
-            stats["model_chars"] += pc.sum(pc.subtract(pc.struct_field(spans, "end"), pc.struct_field(spans, "start"))).as_py() or 0
-            while table.num_rows:  # cut into shards of rows_per_shard rows
-                if writer is None:
-                    shards.append(out / f".{split}-{len(shards):05d}")
-                    writer = pq.ParquetWriter(shards[-1], SCHEMA, **toucan.PARQUET_OPTIONS)
-                room = p.rows_per_shard - stats["rows"] % p.rows_per_shard
-                writer.write_table(table.slice(0, room))
-                stats["rows"] += min(room, table.num_rows)
-                table = table.slice(room)
-                if stats["rows"] % p.rows_per_shard == 0:
-                    writer.close()
-                    writer = None
-    if writer is not None:
-        writer.close()
-    if not shards:  # an empty split still gets its (empty) shard
-        shards.append(out / f".{split}-00000")
-        pq.write_table(SCHEMA.empty_table(), shards[-1], **toucan.PARQUET_OPTIONS)
-    # Named only now that the shard count is known (rows dropped here would change it).
-    for i, path in enumerate(shards):
-        path.rename(out / shard_name(split, i, len(shards)))
-    stats["shards"] = len(shards)
-    return stats
+class ShardWriter:
+    """Writes one split as shards of `rows_per_shard` rows; they get their final names (`-of-MMMMM`) on close."""
+
+    def __init__(self, out: Path, split: str, rows_per_shard: int):
+        self.out, self.split, self.rows_per_shard = out, split, rows_per_shard
+        self.shards: list[Path] = []
+        self.writer = None
+        self.stats = {"rows": 0, "chars": 0, "model_chars": 0, "dropped": dict.fromkeys(toucan.MalformedRow.KINDS, 0)}
+
+    def write(self, table: pa.Table, dropped: dict) -> None:
+        for k, v in dropped.items():
+            self.stats["dropped"][k] += v
+        self.stats["chars"] += pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0
+        spans = pc.list_flatten(table.column("model_spans"))
+        self.stats["model_chars"] += pc.sum(pc.subtract(pc.struct_field(spans, "end"),
+                                                        pc.struct_field(spans, "start"))).as_py() or 0
+        while table.num_rows:
+            if self.writer is None:
+                self.shards.append(self.out / f".{self.split}-{len(self.shards):05d}")
+                self.writer = pq.ParquetWriter(self.shards[-1], SCHEMA, **toucan.PARQUET_OPTIONS)
+            room = self.rows_per_shard - self.stats["rows"] % self.rows_per_shard
+            self.writer.write_table(table.slice(0, room))
+            self.stats["rows"] += min(room, table.num_rows)
+            table = table.slice(room)
+            if self.stats["rows"] % self.rows_per_shard == 0:
+                self.writer.close()
+                self.writer = None
+
+    def close(self) -> dict:
+        if self.writer is not None:
+            self.writer.close()
+        if not self.shards:  # an empty split still gets its (empty) shard
+            self.shards.append(self.out / f".{self.split}-00000")
+            pq.write_table(SCHEMA.empty_table(), self.shards[-1], **toucan.PARQUET_OPTIONS)
+        # Named only now that the shard count is known (rows dropped here would change it).
+        for i, path in enumerate(self.shards):
+            path.rename(self.out / shard_name(self.split, i, len(self.shards)))
+        return {**self.stats, "shards": len(self.shards)}
 
 
 def run(p: RenderParams, src: Path, out: Path, metrics_path: Path) -> dict:
+    groups = {s: toucan.row_groups([Path(src) / f"{s}.parquet"]) for s in SPLITS}
+    tasks = [(s, g) for s in SPLITS for g in groups[s]]  # both splits in one pool
     with building(out) as tmp:
-        metrics = {s: render_split(p, Path(src) / f"{s}.parquet", tmp, s) for s in SPLITS}
+        writers = {s: ShardWriter(tmp, s, p.rows_per_shard) for s in SPLITS}
+        with tqdm(total=sum(g.num_rows for _, g in tasks), desc="render", unit="row") as bar:
+            results = toucan.parallel_map(functools.partial(render_row_group, p), [g for _, g in tasks])
+            for (split, group), (table, dropped) in zip(tasks, results):
+                writers[split].write(table, dropped)
+                bar.update(group.num_rows)
+        metrics = {s: w.close() for s, w in writers.items()}
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

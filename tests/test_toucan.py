@@ -1,4 +1,5 @@
 """Parsing real-schema rows: structure, parallel calls, and every malformation counted under its kind."""
+import ast
 import json
 
 import pyarrow as pa
@@ -41,6 +42,17 @@ def test_apostrophes_in_python_repr_calls():
     conv = toucan.parse_row(row([USER, call("srv-search", json.dumps({"query": "Alzheimer's \"disease\""})),
                                  {"role": "tool_response", "content": "x"}, FINAL]))
     assert conv.turns[1].calls[0].arguments == {"query": 'Alzheimer\'s "disease"'}
+
+
+@pytest.mark.parametrize("args", [
+    {"query": "aspirin"}, {}, {"q": "l'eau"}, {"q": 'say "hi"'}, {"q": "a\\b"}, {"q": "line\nbreak"},
+    {"q": "日本語", "n": [1, 2.5, None, True]}, {"q": "tab\t", "emoji": "🙂"},
+])
+def test_tool_call_fast_path_equals_literal_eval(args):
+    """The regex shortcut must give exactly what ast.literal_eval gives, whatever the repr had to escape."""
+    content = repr({"name": "srv-search", "arguments": json.dumps(args, ensure_ascii=False)})
+    expected = ast.literal_eval(content)
+    assert toucan.parse_tool_call(content) == toucan.ToolCall(expected["name"], json.loads(expected["arguments"]))
 
 
 @pytest.mark.parametrize("kind, bad", [
