@@ -210,12 +210,19 @@ def load(base_dir: Path, dtype=None, mesh=None):
     return model, config
 
 
-def apply_lora(model, rank: int, alpha: float, targets=LORA_TARGETS, seed: int = 0):
+def apply_lora(model, rank: int, alpha: float, targets=LORA_TARGETS, seed: int = 0, dtype=None):
+    """qwix LoRA on the given projections. Its parameters take the base weights' dtype unless `dtype` is given
+    (training keeps them float32 over a bfloat16 base)."""
+    import jax
     import qwix
     from flax import nnx
 
     provider = qwix.LoraProvider(module_path="|".join(f".*{t}" for t in targets), rank=rank, alpha=alpha)
-    return qwix.apply_lora_to_model(model, provider, rngs=nnx.Rngs(seed), **model.get_model_input())
+    model = qwix.apply_lora_to_model(model, provider, rngs=nnx.Rngs(seed), **model.get_model_input())
+    if dtype is not None:
+        state = nnx.state(model, nnx.LoRAParam)
+        nnx.update(model, jax.tree.map(lambda x: x.astype(dtype), state))
+    return model
 
 
 # -- adapters --------------------------------------------------------------------------------------------------

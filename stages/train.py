@@ -1,8 +1,9 @@
 """Stage `train`: LoRA adapters on the base model with tunix's PeftTrainer and qwix, loss on model turns only.
 
-Reads the render shards (data/formatted) with grain, tokenizes each piece of text separately (so a model turn's
-tokens are exactly what the model generates after `<start_of_turn>model\\n` at inference), and trains with a
-cross-entropy that gathers target log-probabilities (no one-hot over the vocabulary). Checkpoints of the LoRA
+Reads the render shards (data/formatted), tokenizes them, packs several rows into each `max_seq_len` row (segment
+ids keep attention and positions per document), and trains with the loss of gemma_toolcall/training.py: the
+vocabulary projection only at model-turn positions, in chunks. LoRA parameters and optimizer state are float32
+whatever the base dtype; with a bfloat16 base the forward pass runs in bfloat16. Checkpoints of the LoRA
 parameters and optimizer state go to models/checkpoints/ every `checkpoint_every_n_steps`; a rerun with the same
 params and inputs resumes from the last one. Per-step logs: metrics/train_log.tsv, metrics/eval_log.tsv (DVC plots);
 final numbers: metrics/train.json; the adapter: models/lora/.
@@ -23,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pyarrow.parquet as pq
 
-from gemma_toolcall import model as gemma
+from gemma_toolcall import model as gemma, training
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.params import load_section
 
@@ -53,6 +54,7 @@ class TrainParams:
     batch_size: int = 2
     grad_accum_steps: int = 1
     max_seq_len: int = 512
+    packing: bool = True
     overlong: Literal["drop", "truncate"] = "drop"
     max_steps: int = 20  # 0: as many as `epochs` passes over the data give
     epochs: int = 1
@@ -77,29 +79,13 @@ class TrainParams:
 
 
 # -- data ------------------------------------------------------------------------------------------------------
-def tokenize_example(tok: gemma.Tokenizer, text: str, spans) -> tuple[list[int], list[int]]:
-    """Token ids and a loss mask (1 on model output) for one rendered row. `<bos>` is a control token that text
-    never produces, so it is added as an id."""
-    ids, mask, pos = [], [], 0
-    if text.startswith("<bos>"):
-        ids, mask, pos = [gemma.BOS], [0], len("<bos>")
-    for span in list(spans) + [{"start": len(text), "end": len(text)}]:
-        for piece, is_model in ((text[pos:span["start"]], 0), (text[span["start"]:span["end"]], 1)):
-            if piece:
-                piece_ids = tok.encode(piece)
-                ids += piece_ids
-                mask += [is_model] * len(piece_ids)
-        pos = span["end"]
-    return ids, mask
-
-
-def load_examples(paths, tok, p: TrainParams) -> tuple[list[dict], dict]:
-    """Padded int32 examples; counts what was truncated or dropped for length."""
+def load_examples(paths, tok, p: TrainParams) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    """(ids, loss mask) per rendered row; counts what was truncated or dropped for length."""
     examples, stats = [], {"rows": 0, "truncated": 0, "dropped_overlong": 0, "dropped_no_model_tokens": 0}
     for path in paths:
         for row in pq.read_table(path, columns=["text", "model_spans"]).to_pylist():
             stats["rows"] += 1
-            ids, mask = tokenize_example(tok, row["text"], row["model_spans"])
+            ids, mask = training.tokenize_example(tok, row["text"], row["model_spans"])
             if len(ids) > p.max_seq_len:
                 if p.overlong == "drop":
                     stats["dropped_overlong"] += 1
@@ -109,49 +95,22 @@ def load_examples(paths, tok, p: TrainParams) -> tuple[list[dict], dict]:
             if not any(mask[1:]):
                 stats["dropped_no_model_tokens"] += 1
                 continue
-            tokens = np.full(p.max_seq_len, gemma.PAD, np.int32)
-            loss_mask = np.zeros(p.max_seq_len, np.int32)
-            tokens[:len(ids)], loss_mask[:len(mask)] = ids, mask
-            examples.append({"input_tokens": tokens, "input_mask": loss_mask})
+            examples.append((ids, mask))
     return examples, stats
 
 
-def batches(examples: list[dict], p: TrainParams, *, shuffle: bool, epochs: int):
+def batches(rows: list[dict], p: TrainParams, *, shuffle: bool, epochs: int):
     """A grain pipeline: seeded shuffle, epochs, fixed-size batches. Deterministic, so a resumed run sees the
     same batches (tunix skips the ones already trained on by re-iterating)."""
     import grain
 
-    ds = grain.MapDataset.source(examples)
+    ds = grain.MapDataset.source(rows)
     if shuffle:
         ds = ds.shuffle(seed=p.seed)
     return ds.repeat(epochs).batch(p.batch_size, drop_remainder=True)
 
 
 # -- training --------------------------------------------------------------------------------------------------
-def loss_fn(model, input_tokens, input_mask, positions, attention_mask):
-    """Mean NLL of next tokens where the mask is 1, by gathering the target log-probability (logsumexp - logit):
-    no [batch, seq, vocab] one-hot."""
-    import jax
-    import jax.numpy as jnp
-
-    logits, _ = model(input_tokens, positions, None, attention_mask)
-    logits = logits[:, :-1].astype(jnp.float32)
-    targets = input_tokens[:, 1:]
-    weights = input_mask[:, 1:].astype(jnp.float32)
-    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    nll = jax.nn.logsumexp(logits, axis=-1) - target_logits
-    return jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def model_inputs(batch):
-    """Attention and positions come from the padding, the loss weights from the model-turn mask."""
-    from tunix.sft import utils
-
-    valid = batch["input_tokens"] != gemma.PAD
-    return {"input_tokens": batch["input_tokens"], "input_mask": batch["input_mask"],
-            "positions": utils.build_positions_from_mask(valid), "attention_mask": utils.make_causal_attn_mask(valid)}
-
-
 class TsvLog:
     """A tunix logging backend: train and eval scalars by step, rewritten to TSV as they come (nothing lost on
     a crash), kept across resumes."""
@@ -200,11 +159,15 @@ class TsvLog:
         pass
 
 
+def _unbatch(batch: dict) -> list[dict]:
+    return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input_tokens"]))]
+
+
 def run_fingerprint(lora: LoraParams, p: TrainParams, base_dir: Path, data_paths) -> str:
     """What a checkpoint belongs to: params, training code, base model and data. Resuming with any of them changed
     would mix two runs."""
     h = hashlib.sha256(json.dumps([asdict(lora), asdict(p)], sort_keys=True).encode())
-    for code in (Path(__file__), Path(gemma.__file__)):
+    for code in (Path(__file__), Path(gemma.__file__), Path(training.__file__)):
         h.update(code.read_bytes())
     h.update(gemma.fingerprint(base_dir).encode())
     for path in data_paths:
@@ -240,12 +203,23 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
     tok = gemma.Tokenizer(Path(base_dir) / "tokenizer.model")
     train_examples, data_stats = load_examples(train_paths, tok, p)
     val_examples, _ = load_examples(val_paths, tok, p)
-    if len(train_examples) < p.batch_size:
-        raise SystemExit(f"train: {len(train_examples)} usable training rows, fewer than train.batch_size="
-                         f"{p.batch_size}; raise train.max_seq_len or set train.overlong: truncate")
-    steps_per_epoch = len(train_examples) // p.batch_size // p.grad_accum_steps
+    train_rows = training.pack(train_examples, p.max_seq_len, p.packing)
+    val_rows = training.pack(val_examples, p.max_seq_len, p.packing)
+    if len(train_rows) < p.batch_size:
+        raise SystemExit(f"train: {len(train_examples)} usable training rows make {len(train_rows)} rows of "
+                         f"max_seq_len={p.max_seq_len}, fewer than train.batch_size={p.batch_size}")
+    steps_per_epoch = len(train_rows) // p.batch_size // p.grad_accum_steps
     max_steps = p.max_steps or steps_per_epoch * p.epochs
-    epochs = max(p.epochs, -(-max_steps * p.grad_accum_steps * p.batch_size // len(train_examples)))
+    epochs = max(p.epochs, -(-max_steps * p.grad_accum_steps * p.batch_size // len(train_rows)))
+    eval_set = list(batches(val_rows, p, shuffle=False, epochs=1))[:p.eval_batches] or None
+    capacity = training.loss_capacity(train_rows + [r for b in eval_set or [] for r in _unbatch(b)], p.batch_size)
+    tokens = sum(len(ids) for ids, _ in train_examples)
+    data_stats.update({
+        "train_examples": len(train_examples), "validation_examples": len(val_examples),
+        "train_rows": len(train_rows), "examples_per_row": round(len(train_examples) / len(train_rows), 2),
+        "padding_share": round(training.padding_share(train_rows), 4),
+        "padding_share_unpacked": round(1 - tokens / (len(train_examples) * p.max_seq_len), 4),
+        "loss_positions_per_batch": capacity})
 
     # Checkpoints from another configuration are not resumed from.
     fp = run_fingerprint(lora, p, base_dir, train_paths)
@@ -262,9 +236,9 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
     base, _ = gemma.load(base_dir, dtype=dtype, mesh=mesh)
     if mesh is not None:
         with mesh:
-            model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed)
+            model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed, dtype=jnp.float32)
     else:
-        model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed)
+        model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed, dtype=jnp.float32)
 
     warmup = min(p.warmup_steps, max_steps - 1)
     schedule = optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, warmup, max(max_steps, warmup + 1),
@@ -287,15 +261,14 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
             log_dir=str(ckpt_dir / "tb"), backend_kwargs={"custom_backend": backends}),
         pbar_description="train")
     trainer = (peft_trainer.PeftTrainer(model, optimizer, config)
-               .with_gen_model_input_fn(model_inputs).with_loss_fn(loss_fn))
+               .with_gen_model_input_fn(training.model_inputs).with_loss_fn(training.make_loss_fn(capacity)))
     resumed_from = trainer.train_steps
 
     def train_iter():
-        for b in batches(train_examples, p, shuffle=True, epochs=epochs):
-            tokens_seen[0] += int((b["input_tokens"] != gemma.PAD).sum())
+        for b in batches(train_rows, p, shuffle=True, epochs=epochs):
+            tokens_seen[0] += int((b["segment_ids"] != 0).sum())
             yield b
 
-    eval_set = list(batches(val_examples, p, shuffle=False, epochs=1))[:p.eval_batches] or None
     start = time.perf_counter()
     if mesh is not None:
         with mesh:
@@ -329,7 +302,7 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
         "eval_loss_last": eval_rows[-1].get("eval_loss") if eval_rows else None,
         "tokens_per_s": float(np.median([r["tokens_per_s"] for r in train_rows[1:]])) if len(train_rows) > 1 else None,
         "train_seconds": round(seconds, 1), "lora_parameters": int(sum(v.size for v in state.values())),
-        "data": {**data_stats, "train_examples": len(train_examples), "validation_examples": len(val_examples)},
+        "data": data_stats,
     }
     (metrics_dir / "train.json").write_text(json.dumps(final, indent=2) + "\n")
     return final

@@ -14,6 +14,7 @@ import yaml
 from conftest import ROOT, HubStandIn, conversations, run_stage, serve_hub
 from gemma_toolcall import model as gemma
 from gemma_toolcall.chat_format import render_conversation
+from gemma_toolcall import training
 from stages import base_model, train
 
 @pytest.fixture(scope="session")
@@ -52,7 +53,7 @@ def test_real_model_trains_one_step_on_cpu(real_base, formatted, tmp_path):
 def test_loss_mask_is_zero_on_the_prompt(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     r = render_conversation(next(conversations()))
-    ids, mask = train.tokenize_example(tok, r.text, [{"start": a, "end": b} for a, b in r.model_spans])
+    ids, mask = training.tokenize_example(tok, r.text, [{"start": a, "end": b} for a, b in r.model_spans])
     assert ids[0] == gemma.BOS and len(ids) == len(mask)
     model_text = tok.decode([i for i, m in zip(ids, mask) if m])
     assert model_text == "".join(r.text[a:b] for a, b in r.model_spans)
@@ -61,21 +62,89 @@ def test_loss_mask_is_zero_on_the_prompt(tiny_base):
     assert "<tool_call>" not in prompt_text  # the call is the model's, and only the model's
 
 
-def test_gather_loss_equals_one_hot_loss():
+def lora_model(base: Path, dtype="float32"):
+    """The tiny model with LoRA whose B matrices are not zero, so LoRA changes the output."""
+    import jax
+    from flax import nnx
+
+    model = gemma.apply_lora(gemma.load(base, dtype=jax.numpy.dtype(dtype))[0], 4, 8, dtype=jax.numpy.float32)
+    state = nnx.state(model, nnx.LoRAParam)
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), 100))
+    nnx.update(model, jax.tree.map(lambda x: 0.1 * jax.random.normal(next(keys), x.shape, x.dtype), state))
+    return model
+
+
+def random_examples(vocab: int, lengths=(30, 50, 20, 64, 10, 40, 7)):
+    rng = np.random.default_rng(0)
+    out = []
+    for n in lengths:
+        ids, mask = rng.integers(4, vocab, n), (rng.random(n) < 0.4).astype(int)
+        ids[0], mask[0] = gemma.BOS, 0
+        out.append((ids.tolist(), mask.tolist()))
+    return out
+
+
+def test_packing_is_first_fit_decreasing_and_keeps_every_token():
+    examples = random_examples(300)
+    rows = training.pack(examples, 64)
+    assert len(rows) == 4 and all(r["input_tokens"].shape == (64,) for r in rows)
+    # longest first: 64 | 50+10 | 40+20 | 30+7 (the 7 fits the first row with room, which is the fourth)
+    assert [np.bincount(r["segment_ids"])[1:].tolist() for r in rows] == [[64], [50, 10], [40, 20], [30, 7]]
+    docs = sorted(tuple(tuple(r[k][r["segment_ids"] == s]) for k in ("input_tokens", "input_mask", "positions"))
+                  for r in rows for s in range(1, r["segment_ids"].max() + 1))
+    assert docs == sorted((tuple(i), tuple(m), tuple(range(len(i)))) for i, m in examples)
+    again = training.pack(examples, 64)  # deterministic
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(rows, again) for k in training.ROW_KEYS)
+    unpacked = training.pack(examples, 64, packing=False)
+    assert len(unpacked) == len(examples) and training.padding_share(rows) < training.padding_share(unpacked)
+    with pytest.raises(ValueError, match="does not fit"):
+        training.pack([([2] * 65, [0] * 65)], 64)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_loss_at_gathered_positions_equals_the_full_logits_loss(tiny_base, packing):
+    """Same value as tunix's default loss (full float32 logits, one-hot targets), packed or not, and the same
+    gradients; packing changes nothing because documents never see each other."""
+    import jax
+    from flax import nnx
+
+    model = lora_model(tiny_base)
+    rows = training.pack(random_examples(model.embedder.num_embed), 64, packing)
+    batch = {k: np.stack([r[k] for r in rows]) for k in training.ROW_KEYS}
+    inputs = training.model_inputs(batch)
+    capacity = training.loss_capacity(rows, len(rows))
+    assert capacity < batch["input_mask"].size  # fewer positions than the batch has: the gather matters
+    ours = training.loss_fn(model, **inputs, capacity=capacity)
+    reference = training.reference_loss_fn(model, **inputs)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5)
+    unpacked = [r for r in training.pack(random_examples(model.embedder.num_embed), 64, False)]
+    ub = {k: np.stack([r[k] for r in unpacked]) for k in training.ROW_KEYS}
+    np.testing.assert_allclose(ours, training.reference_loss_fn(model, **training.model_inputs(ub)), rtol=1e-5)
+
+    grad = lambda fn: nnx.grad(lambda m, i: fn(m, **i), argnums=nnx.DiffState(0, nnx.LoRAParam))(model, inputs)  # noqa: E731
+    g_ours = grad(training.make_loss_fn(capacity))
+    g_ref = grad(training.reference_loss_fn)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_bfloat16_base_keeps_float32_lora_and_gradients(tiny_base):
     import jax
     import jax.numpy as jnp
+    from flax import nnx
 
-    class Fixed:
-        def __call__(self, tokens, positions, cache, mask):
-            return jax.random.normal(jax.random.PRNGKey(0), tokens.shape + (50,)), None
-
-    tokens = jnp.array([[2, 5, 7, 9, 0], [2, 3, 3, 8, 1]])
-    weights = jnp.array([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1]])
-    ours = train.loss_fn(Fixed(), tokens, weights, None, None)
-    logits = Fixed()(tokens, None, None, None)[0][:, :-1]
-    one_hot = jax.nn.one_hot(tokens[:, 1:], 50) * weights[:, 1:, None]
-    reference = -jnp.sum(jax.nn.log_softmax(logits) * one_hot) / jnp.sum(weights[:, 1:])
-    np.testing.assert_allclose(ours, reference, rtol=1e-6)
+    model = lora_model(tiny_base, dtype="bfloat16")
+    assert model.embedder.input_embedding.get_value().dtype == jnp.bfloat16
+    rows = training.pack(random_examples(model.embedder.num_embed), 64)
+    inputs = training.model_inputs({k: np.stack([r[k] for r in rows]) for k in training.ROW_KEYS})
+    capacity = training.loss_capacity(rows, len(rows))
+    loss, grads = nnx.value_and_grad(lambda m, i: training.loss_fn(m, **i, capacity=capacity),
+                                     argnums=nnx.DiffState(0, nnx.LoRAParam))(model, inputs)
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.LoRAParam))} == {jnp.dtype("float32")}
+    assert {x.dtype for x in jax.tree.leaves(grads)} == {jnp.dtype("float32")}
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+    f32 = training.loss_fn(lora_model(tiny_base), **inputs, capacity=capacity)
+    np.testing.assert_allclose(loss, f32, rtol=2e-2)  # bfloat16 forward, float32 loss
 
 
 def test_loss_falls_and_the_adapter_is_non_trivial(tiny_base, formatted, tmp_path):
@@ -104,9 +173,11 @@ def test_training_moves_lora_parameters_only(tiny_base, formatted, tmp_path):
     base_before, lora_before = snapshot(frozen), snapshot(nnx.LoRAParam)
     examples, _ = train.load_examples(sorted(formatted.glob("train-*.parquet")),
                                       gemma.Tokenizer(tiny_base / "tokenizer.model"), p)
+    rows = training.pack(examples, p.max_seq_len)
     trainer = peft_trainer.PeftTrainer(model, optax.adamw(1e-2), peft_trainer.TrainingConfig(
-        eval_every_n_steps=100, max_steps=3)).with_gen_model_input_fn(train.model_inputs).with_loss_fn(train.loss_fn)
-    trainer.train(train.batches(examples, p, shuffle=True, epochs=2))
+        eval_every_n_steps=100, max_steps=3)).with_gen_model_input_fn(training.model_inputs).with_loss_fn(
+        training.make_loss_fn(training.loss_capacity(rows, p.batch_size)))
+    trainer.train(train.batches(rows, p, shuffle=True, epochs=2))
     base_after, lora_after = snapshot(frozen), snapshot(nnx.LoRAParam)
     assert base_before.keys() == base_after.keys() and len(base_before) > 10
     assert all(np.array_equal(base_before[k], base_after[k]) for k in base_before)

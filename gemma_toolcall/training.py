@@ -1,0 +1,186 @@
+"""Training rows and the training loss, shared by the `train` stage and bench/train_bench.py.
+
+- `tokenize_example`: one rendered row → token ids and a loss mask (1 on model output).
+- `pack`: examples → fixed-length rows, several documents per row (first-fit decreasing over a buffer), each token
+  tagged with its document (`segment_ids`, 0 = padding) and its position inside it. Unpacked rows are the same
+  format with one document each, so there is one path through the model.
+- `model_inputs`: attention that stays inside a document (same segment, causal) and per-document positions, built
+  inside the jitted step from the segment ids.
+- `loss_fn`: next-token NLL at loss positions only. The final hidden states at those positions are gathered into a
+  static-size buffer and projected onto the 262,144-token vocabulary in chunks (each recomputed in the backward
+  pass), so no `[batch, seq, vocab]` tensor exists. With bfloat16 base weights the float32 LoRA parameters are
+  cast to bfloat16 for the forward pass; their gradients and optimizer state stay float32.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from gemma_toolcall import model as gemma
+
+ROW_KEYS = ("input_tokens", "input_mask", "segment_ids", "positions")
+LOSS_CHUNK = 1024  # gathered positions per vocabulary-projection chunk: chunk x 262,144 float32 logits = 1 GiB
+PACK_BUFFER = 1024  # examples sorted together by the first-fit-decreasing packer
+
+
+def tokenize_example(tok: gemma.Tokenizer, text: str, spans) -> tuple[list[int], list[int]]:
+    """Token ids and a loss mask (1 on model output) for one rendered row. `<bos>` is a control token that text
+    never produces, so it is added as an id. Each piece is tokenized on its own, so a model turn's tokens are what
+    the model generates after `<start_of_turn>model\\n` at inference."""
+    ids, mask, pos = [], [], 0
+    if text.startswith("<bos>"):
+        ids, mask, pos = [gemma.BOS], [0], len("<bos>")
+    for span in list(spans) + [{"start": len(text), "end": len(text)}]:
+        for piece, is_model in ((text[pos:span["start"]], 0), (text[span["start"]:span["end"]], 1)):
+            if piece:
+                piece_ids = tok.encode(piece)
+                ids += piece_ids
+                mask += [is_model] * len(piece_ids)
+        pos = span["end"]
+    return ids, mask
+
+
+def pack(examples: Sequence[tuple[Sequence[int], Sequence[int]]], seq_len: int, packing: bool = True,
+         buffer: int = PACK_BUFFER) -> list[dict[str, np.ndarray]]:
+    """(ids, loss mask) examples of at most `seq_len` tokens → rows of exactly `seq_len`.
+
+    With `packing`, each run of `buffer` examples is sorted by length (longest first, ties in input order) and each
+    example goes into the first row it fits: first-fit decreasing, deterministic. Rows come out in the order they
+    were opened. Without, one example per row."""
+    rows = []
+    for start in range(0, len(examples), buffer if packing else len(examples) or 1):
+        chunk = examples[start:start + buffer] if packing else examples
+        order = sorted(range(len(chunk)), key=lambda i: -len(chunk[i][0])) if packing else range(len(chunk))
+        bins: list[list[int]] = []
+        room = np.zeros(0, np.int64)
+        for i in order:
+            n = len(chunk[i][0])
+            if not 0 < n <= seq_len:
+                raise ValueError(f"example of {n} tokens does not fit max_seq_len={seq_len}")
+            fits = np.flatnonzero(room >= n) if packing else ()
+            if len(fits):
+                bins[fits[0]].append(i)
+                room[fits[0]] -= n
+            else:
+                bins.append([i])
+                room = np.append(room, seq_len - n)
+        rows += [_row([chunk[i] for i in b], seq_len) for b in bins]
+    return rows
+
+
+def _row(docs, seq_len: int) -> dict[str, np.ndarray]:
+    row = {k: np.zeros(seq_len, np.int32) for k in ROW_KEYS}
+    row["input_tokens"][:] = gemma.PAD
+    at = 0
+    for seg, (ids, mask) in enumerate(docs, start=1):
+        n = len(ids)
+        row["input_tokens"][at:at + n] = ids
+        row["input_mask"][at:at + n] = mask
+        row["segment_ids"][at:at + n] = seg
+        row["positions"][at:at + n] = np.arange(n)
+        at += n
+    return row
+
+
+def padding_share(rows: Iterable[dict[str, np.ndarray]]) -> float:
+    """Share of row positions that hold no token."""
+    seg = [r["segment_ids"] for r in rows]
+    return float(sum((s == 0).sum() for s in seg) / max(sum(s.size for s in seg), 1))
+
+
+def loss_capacity(rows: Sequence[dict[str, np.ndarray]], batch_size: int) -> int:
+    """A static bound on the loss positions of any batch: the sum over the `batch_size` rows with the most, rounded
+    up to whole chunks (a multiple of 8 below one chunk). Shapes stay fixed, so the step compiles once."""
+    per_row = sorted((int(r["input_mask"][1:].sum()) for r in rows), reverse=True)
+    need = max(sum(per_row[:batch_size]), 1)
+    step = LOSS_CHUNK if need > LOSS_CHUNK else 8
+    return -(-need // step) * step
+
+
+def model_inputs(batch):
+    """Inside the jitted step: attention within a document (same segment, causal), its padding excluded."""
+    import jax.numpy as jnp
+
+    seg = jnp.asarray(batch["segment_ids"])
+    length = seg.shape[-1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    attention = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0) & causal
+    return {"input_tokens": batch["input_tokens"], "input_mask": batch["input_mask"],
+            "positions": batch["positions"], "attention_mask": attention}
+
+
+def compute_view(model):
+    """The model with its LoRA parameters in the base weights' dtype, for the forward pass. The cast is part of
+    the traced computation, so gradients reach the float32 parameters."""
+    import jax
+    from flax import nnx
+
+    dtype = model.embedder.input_embedding.get_value().dtype
+    graphdef, lora, rest = nnx.split(model, nnx.LoRAParam, ...)
+    if all(x.dtype == dtype for x in jax.tree.leaves(lora)):
+        return model
+    return nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(dtype), lora), rest)
+
+
+def final_hidden(model, input_tokens, positions, attention_mask):
+    """The last normalized hidden states [B, L, D]. The model computes logits too; nothing uses them, so under jit
+    XLA removes that projection."""
+    from flax import nnx
+
+    model(input_tokens, positions, None, attention_mask, output_hidden_states=True)
+    (hidden,) = nnx.pop(model, nnx.Intermediate)["all_hidden_states"].get_value()
+    return hidden
+
+
+def token_nll(hidden, embedding, targets, chunk: int):
+    """-log p(target) for each row of `hidden` [K, D], projecting `chunk` rows at a time onto the vocabulary in
+    float32 and recomputing each chunk's logits in the backward pass."""
+    import jax
+    import jax.numpy as jnp
+
+    k, d = hidden.shape
+
+    @jax.checkpoint
+    def one(h, t):
+        logits = jnp.dot(h, embedding.T, preferred_element_type=jnp.float32)
+        return jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0]
+
+    return jax.lax.map(lambda ht: one(*ht), (hidden.reshape(k // chunk, chunk, d),
+                                             targets.reshape(k // chunk, chunk))).reshape(k)
+
+
+def loss_fn(model, input_tokens, input_mask, positions, attention_mask, *, capacity: int):
+    """Mean next-token NLL where `input_mask` is 1, computed at those positions only (at most `capacity` per batch,
+    see `loss_capacity`)."""
+    import jax.numpy as jnp
+
+    model = compute_view(model)
+    hidden = final_hidden(model, input_tokens, positions, attention_mask)[:, :-1]
+    weights = input_mask[:, 1:].reshape(-1)
+    (where,) = jnp.nonzero(weights, size=capacity, fill_value=0)
+    count = jnp.sum(weights)
+    valid = (jnp.arange(capacity) < count).astype(jnp.float32)
+    picked = hidden.reshape(-1, hidden.shape[-1])[where]
+    nll = token_nll(picked, model.embedder.input_embedding.get_value(), input_tokens[:, 1:].reshape(-1)[where],
+                    min(capacity, LOSS_CHUNK))
+    return jnp.sum(nll * valid) / jnp.maximum(count, 1).astype(jnp.float32)
+
+
+def make_loss_fn(capacity: int):
+    """`loss_fn` with its static capacity bound, in the positional signature tunix's trainer calls."""
+    def loss(model, input_tokens, input_mask, positions, attention_mask):
+        return loss_fn(model, input_tokens, input_mask, positions, attention_mask, capacity=capacity)
+    return loss
+
+
+def reference_loss_fn(model, input_tokens, input_mask, positions, attention_mask):
+    """The straightforward loss, as tunix's default computes it (full float32 logits, one-hot targets): what
+    `loss_fn` must equal, and the memory baseline of bench/train_bench.py."""
+    import jax
+    import jax.numpy as jnp
+
+    logits, _ = compute_view(model)(input_tokens, positions, None, attention_mask)
+    logits = logits[:, :-1].astype(jnp.float32)
+    one_hot = jax.nn.one_hot(input_tokens[:, 1:], logits.shape[-1]) * input_mask[:, 1:, None]
+    return -jnp.sum(jax.nn.log_softmax(logits) * one_hot) / jnp.maximum(jnp.sum(input_mask[:, 1:]), 1)
