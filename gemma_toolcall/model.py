@@ -159,26 +159,35 @@ def convert_gguf(gguf_path: Path, out: Path, progress=None) -> None:
 
 def tiny_random(out: Path, seed: int = 0) -> None:
     """A 2-layer Gemma 3 with random weights and a ~370-piece vocabulary, in HF layout: for tests."""
+    pieces = tiny_tokenizer_pieces()
+    config = hf_config(layers=2, vocab=len(pieces), hidden=64, ffn=128, heads=4, kv_heads=1, head_dim=16,
+                       sliding_window=64, context=2048)
+    random_folder(out, config, build_sentencepiece(pieces), seed)
+
+
+def random_folder(out: Path, config: dict, tokenizer_model: bytes, seed: int = 0) -> None:
+    """Random bfloat16 weights of `config`'s shape in HF layout: for tests, and for benchmarks that need a model's
+    shape and tokenizer but not its weights."""
     import jax.numpy as jnp
     from safetensors.flax import save_file
 
-    pieces = tiny_tokenizer_pieces()
-    c = hf_config(layers=2, vocab=len(pieces), hidden=64, ffn=128, heads=4, kv_heads=1, head_dim=16,
-                  sliding_window=64, context=2048)
-    rng = np.random.default_rng(seed)
-    shapes = {"model.embed_tokens.weight": (c["vocab_size"], c["hidden_size"]), "model.norm.weight": (c["hidden_size"],)}
-    q, kv, d, f = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"], c["hidden_size"], c["intermediate_size"]
+    c = config
+    d, f, hd = c["hidden_size"], c["intermediate_size"], c["head_dim"]
+    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+    shapes = {"model.embed_tokens.weight": (c["vocab_size"], d), "model.norm.weight": (d,)}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         shapes.update({p + "self_attn.q_proj.weight": (q, d), p + "self_attn.k_proj.weight": (kv, d),
                        p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, q),
-                       p + "self_attn.q_norm.weight": (c["head_dim"],), p + "self_attn.k_norm.weight": (c["head_dim"],),
-                       p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d), p + "mlp.down_proj.weight": (d, f),
+                       p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,),
+                       p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d),
+                       p + "mlp.down_proj.weight": (d, f),
                        **{p + n + ".weight": (d,) for n in ("input_layernorm", "post_attention_layernorm",
                                                            "pre_feedforward_layernorm", "post_feedforward_layernorm")}})
-    tensors = {k: jnp.asarray(rng.normal(0, 0.02 if len(s) > 1 else 0.1, s), dtype=jnp.bfloat16)
+    rng = np.random.default_rng(seed)
+    tensors = {k: jnp.asarray(rng.normal(0, 0.02 if len(s) > 1 else 0.1, s).astype(np.float32), dtype=jnp.bfloat16)
                for k, s in sorted(shapes.items())}
-    write_folder(out, c, tensors, build_sentencepiece(pieces), save_file)
+    write_folder(out, config, tensors, tokenizer_model, save_file)
 
 
 def write_folder(out: Path, config: dict, tensors: dict, tokenizer_model: bytes, save_file) -> None:
@@ -240,6 +249,21 @@ def set_lora(model, adapter: dict[str, np.ndarray]) -> None:
     for path, var in flat:
         var.set_value(jnp.asarray(adapter[".".join(map(str, path))], dtype=var.get_value().dtype))
     nnx.update(model, state)
+
+
+def read_adapter(lora_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """What `train` writes: adapter.json (rank, alpha, targets, base fingerprint) and the LoRA matrices."""
+    from safetensors.numpy import load_file
+
+    return (json.loads((Path(lora_dir) / "adapter.json").read_text()),
+            load_file(str(Path(lora_dir) / "adapter.safetensors")))
+
+
+def with_adapter(base, meta: dict, adapter: dict[str, np.ndarray]):
+    """A copy of `base` with LoRA of the adapter's shape, set to its matrices; `base` stays as it is."""
+    model = apply_lora(base, meta["rank"], meta["alpha"], meta["targets"])
+    set_lora(model, adapter)
+    return model
 
 
 def hf_lora_pairs(adapter: dict[str, np.ndarray], config: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:

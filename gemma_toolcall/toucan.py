@@ -88,12 +88,16 @@ def _worker_init() -> None:
 def parallel_map(fn: Callable, tasks: Iterable, workers: int | None = None) -> Iterator:
     """`fn` over tasks on every core, results in task order (so outputs stay deterministic). One core: inline."""
     workers = workers or len(os.sched_getaffinity(0))
+    # fork is the cheap start, but forking a process whose JAX threads are running can deadlock (a test session,
+    # a notebook): then start workers from a clean server process instead. Those re-run the main script, so a
+    # script piped to `python -` (no file to re-run) works inline.
+    start = "forkserver" if "jax" in sys.modules else "fork"
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    if start == "forkserver" and main_file and not os.path.exists(main_file):
+        workers = 1
     if workers <= 1:
         yield from map(fn, tasks)
         return
-    # fork is the cheap start, but forking a process whose JAX threads are running can deadlock (a test session,
-    # a notebook): then start workers from a clean server process instead.
-    start = "forkserver" if "jax" in sys.modules else "fork"
     with multiprocessing.get_context(start).Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap(fn, tasks)
 

@@ -172,15 +172,3 @@ def make_loss_fn(capacity: int):
     def loss(model, input_tokens, input_mask, positions, attention_mask):
         return loss_fn(model, input_tokens, input_mask, positions, attention_mask, capacity=capacity)
     return loss
-
-
-def reference_loss_fn(model, input_tokens, input_mask, positions, attention_mask):
-    """The straightforward loss, as tunix's default computes it (full float32 logits, one-hot targets): what
-    `loss_fn` must equal, and the memory baseline of bench/train_bench.py."""
-    import jax
-    import jax.numpy as jnp
-
-    logits, _ = compute_view(model)(input_tokens, positions, None, attention_mask)
-    logits = logits[:, :-1].astype(jnp.float32)
-    one_hot = jax.nn.one_hot(input_tokens[:, 1:], logits.shape[-1]) * input_mask[:, 1:, None]
-    return -jnp.sum(jax.nn.log_softmax(logits) * one_hot) / jnp.maximum(jnp.sum(input_mask[:, 1:]), 1)

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from safetensors.numpy import load_file
 from tqdm import tqdm
 
 from gemma_toolcall import bfcl, model as gemma, toucan
@@ -110,9 +109,7 @@ def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir:
     cases = bfcl_cases(bfcl_dir, p, style) + held
     prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
     base, config = gemma.load(base_dir)
-    meta = json.loads((lora_dir / "adapter.json").read_text())
-    tuned = gemma.apply_lora(base, meta["rank"], meta["alpha"], meta["targets"])  # a copy: `base` stays as it is
-    gemma.set_lora(tuned, load_file(str(lora_dir / "adapter.safetensors")))
+    tuned = gemma.with_adapter(base, *gemma.read_adapter(lora_dir))
 
     metrics, samples = {"cases": len(cases), "heldout_skipped_malformed": skipped}, []
     for name, model in (("base", base), ("tuned", tuned)):

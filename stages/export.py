@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from gemma_toolcall import model as gemma
 from gemma_toolcall.artifacts import building
@@ -80,11 +80,10 @@ def load_bf16_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def run(lora_dir: Path, base_dir: Path, out: Path) -> None:
-    meta = json.loads((lora_dir / "adapter.json").read_text())
+    meta, adapter = gemma.read_adapter(lora_dir)
     if meta["base_model_sha256"] != gemma.fingerprint(base_dir):
         raise SystemExit(f"export: {lora_dir} was trained on another base model than {base_dir}; retrain "
                          "(`dvc repro train`) or point --base at the model it was trained on")
-    adapter = load_file(str(lora_dir / "adapter.safetensors"))
     pairs = gemma.hf_lora_pairs(adapter, json.loads((base_dir / "config.json").read_text()))
     with building(out) as tmp:
         write_npy(adapter, tmp / "npy")

@@ -42,9 +42,7 @@ def torch_logits(model):
 def tunix_with_adapter(base, adapter, meta):
     import jax.numpy as jnp
 
-    model = gemma.apply_lora(gemma.load(base, dtype=jnp.float32)[0], meta["rank"], meta["alpha"], meta["targets"])
-    gemma.set_lora(model, adapter)
-    return model
+    return gemma.with_adapter(gemma.load(base, dtype=jnp.float32)[0], meta, adapter)
 
 
 def test_five_ways_to_the_same_logits(tiny_base, exported):

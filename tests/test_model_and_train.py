@@ -103,10 +103,11 @@ def test_packing_is_first_fit_decreasing_and_keeps_every_token():
 
 @pytest.mark.parametrize("packing", [False, True])
 def test_loss_at_gathered_positions_equals_the_full_logits_loss(tiny_base, packing):
-    """Same value as tunix's default loss (full float32 logits, one-hot targets), packed or not, and the same
-    gradients; packing changes nothing because documents never see each other."""
+    """Same value as tunix's default loss (full logits, one-hot targets), packed or not, and the same gradients;
+    packing changes nothing because documents never see each other."""
     import jax
     from flax import nnx
+    from tunix.sft.peft_trainer import _default_loss_fn as tunix_loss
 
     model = lora_model(tiny_base)
     rows = training.pack(random_examples(model.embedder.num_embed), 64, packing)
@@ -115,15 +116,15 @@ def test_loss_at_gathered_positions_equals_the_full_logits_loss(tiny_base, packi
     capacity = training.loss_capacity(rows, len(rows))
     assert capacity < batch["input_mask"].size  # fewer positions than the batch has: the gather matters
     ours = training.loss_fn(model, **inputs, capacity=capacity)
-    reference = training.reference_loss_fn(model, **inputs)
+    reference = tunix_loss(model, **inputs)
     np.testing.assert_allclose(ours, reference, rtol=1e-5)
-    unpacked = [r for r in training.pack(random_examples(model.embedder.num_embed), 64, False)]
+    unpacked = training.pack(random_examples(model.embedder.num_embed), 64, False)
     ub = {k: np.stack([r[k] for r in unpacked]) for k in training.ROW_KEYS}
-    np.testing.assert_allclose(ours, training.reference_loss_fn(model, **training.model_inputs(ub)), rtol=1e-5)
+    np.testing.assert_allclose(ours, tunix_loss(model, **training.model_inputs(ub)), rtol=1e-5)
 
     grad = lambda fn: nnx.grad(lambda m, i: fn(m, **i), argnums=nnx.DiffState(0, nnx.LoRAParam))(model, inputs)  # noqa: E731
     g_ours = grad(training.make_loss_fn(capacity))
-    g_ref = grad(training.reference_loss_fn)
+    g_ref = grad(tunix_loss)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
 
