@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import re
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -32,7 +33,9 @@ USER_ROLE = r'"role":\s*"user"'
 # How this project writes parquet: plain (no dictionary) zstd pages read ~3x faster than pyarrow's defaults for
 # these long, unique strings, at a third of the size.
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
-TOOL_ENTRY = r'"type":\s*"function"'
+# A tool entry opens with its "type" key (OpenAI style, as every Toucan row writes it); anchoring on the `{` makes
+# the regex ~2x faster than matching every "type" key of the parameter schemas.
+TOOL_ENTRY = r'\{"type":\s*"function"'
 
 
 def shard_paths(raw_dir: Path) -> list[Path]:
@@ -100,6 +103,23 @@ def parallel_map(fn: Callable, tasks: Iterable, workers: int | None = None) -> I
         return
     with multiprocessing.get_context(start).Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap(fn, tasks)
+
+
+def spill(table: pa.Table, directory: str) -> str:
+    """A worker's result table → an Arrow file in `directory` (its path is what goes back through the pool's pipe).
+    Pickling ~200 MB of rows through the pipe cost a fifth of the filter stage; a file is written once and
+    memory-mapped by the parent."""
+    path = os.path.join(directory, uuid.uuid4().hex + ".arrow")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return path
+
+
+def unspill(path: str) -> pa.Table:
+    """The table `spill` wrote, memory-mapped; the file is unlinked at once (the mapping keeps the data)."""
+    table = pa.ipc.open_file(pa.memory_map(path)).read_all()
+    os.unlink(path)
+    return table
 
 
 def count_rows(paths: list[Path]) -> int:

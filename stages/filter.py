@@ -11,6 +11,7 @@ import argparse
 import functools
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,9 +70,9 @@ def verdict(p: FilterParams, row: dict) -> str:
     return "validation" if is_validation(row["uuid"], p.validation_fraction, p.seed) else "train"
 
 
-def filter_row_group(p: FilterParams, group: toucan.RowGroup) -> tuple[dict[str, pa.Table], dict[str, int]]:
+def filter_row_group(p: FilterParams, spill_dir: str, group: toucan.RowGroup) -> tuple[dict[str, str], dict[str, int]]:
     """One row group (in a worker): select, then parse in full only the rows that pass. Returns the kept rows per
-    split and the drop counts."""
+    split (spilled to Arrow files) and the drop counts."""
     dropped = dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
     kept: dict[str, list] = {s: [] for s in SPLITS}
     for batch in toucan.read_row_group(group):
@@ -82,22 +83,23 @@ def filter_row_group(p: FilterParams, group: toucan.RowGroup) -> tuple[dict[str,
                 dropped[kind] += 1
         for s in SPLITS:
             kept[s].append(candidates.filter(pa.array([v == s for v in verdicts], pa.bool_())))
-    return {s: pa.Table.from_batches(b, schema=toucan.SCHEMA) for s, b in kept.items()}, dropped
+    return {s: toucan.spill(pa.Table.from_batches(b, schema=toucan.SCHEMA), spill_dir) for s, b in kept.items()}, dropped
 
 
 def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
     groups = toucan.row_groups(toucan.shard_paths(raw))
     dropped = dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
     kept = dict.fromkeys(SPLITS, 0)
-    with building(out) as tmp:
+    with building(out) as tmp, tempfile.TemporaryDirectory(prefix="filter-spill-") as spill_dir:
         writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", toucan.SCHEMA, **toucan.PARQUET_OPTIONS) for s in SPLITS}
         try:
             with tqdm(total=sum(g.num_rows for g in groups), desc="filter", unit="row") as bar:
-                results = toucan.parallel_map(functools.partial(filter_row_group, p), groups)
-                for group, (tables, counts) in zip(groups, results):  # in row-group order: deterministic output
+                results = toucan.parallel_map(functools.partial(filter_row_group, p, spill_dir), groups)
+                for group, (spilled, counts) in zip(groups, results):  # in row-group order: deterministic output
                     for k, v in counts.items():
                         dropped[k] += v
-                    for s, table in tables.items():
+                    for s, path in spilled.items():
+                        table = toucan.unspill(path)
                         if table.num_rows:
                             writers[s].write_table(table)
                             kept[s] += table.num_rows

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,8 +44,9 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
-def render_row_group(p: RenderParams, group: toucan.RowGroup) -> tuple[pa.Table, dict]:
-    """One row group of filtered rows (in a worker) → rendered rows, and counts of rows that did not parse."""
+def render_row_group(p: RenderParams, spill_dir: str, group: toucan.RowGroup) -> tuple[str, dict]:
+    """One row group of filtered rows (in a worker) → rendered rows (spilled to an Arrow file), and counts of rows
+    that did not parse."""
     cols: dict[str, list] = {"uuid": [], "subset_name": [], "text": []}
     offsets, starts, ends = [0], [], []
     dropped = dict.fromkeys(toucan.MalformedRow.KINDS, 0)
@@ -64,7 +66,7 @@ def render_row_group(p: RenderParams, group: toucan.RowGroup) -> tuple[pa.Table,
             offsets.append(len(starts))
     spans = pa.StructArray.from_arrays([pa.array(starts, pa.int32()), pa.array(ends, pa.int32())], ["start", "end"])
     arrays = [pa.array(cols[c], pa.string()) for c in cols] + [pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), spans)]
-    return pa.Table.from_arrays(arrays, schema=SCHEMA), dropped
+    return toucan.spill(pa.Table.from_arrays(arrays, schema=SCHEMA), spill_dir), dropped
 
 
 class ShardWriter:
@@ -110,12 +112,12 @@ class ShardWriter:
 def run(p: RenderParams, src: Path, out: Path, metrics_path: Path) -> dict:
     groups = {s: toucan.row_groups([Path(src) / f"{s}.parquet"]) for s in SPLITS}
     tasks = [(s, g) for s in SPLITS for g in groups[s]]  # both splits in one pool
-    with building(out) as tmp:
+    with building(out) as tmp, tempfile.TemporaryDirectory(prefix="render-spill-") as spill_dir:
         writers = {s: ShardWriter(tmp, s, p.rows_per_shard) for s in SPLITS}
         with tqdm(total=sum(g.num_rows for _, g in tasks), desc="render", unit="row") as bar:
-            results = toucan.parallel_map(functools.partial(render_row_group, p), [g for _, g in tasks])
-            for (split, group), (table, dropped) in zip(tasks, results):
-                writers[split].write(table, dropped)
+            results = toucan.parallel_map(functools.partial(render_row_group, p, spill_dir), [g for _, g in tasks])
+            for (split, group), (spilled, dropped) in zip(tasks, results):
+                writers[split].write(toucan.unspill(spilled), dropped)
                 bar.update(group.num_rows)
         metrics = {s: w.close() for s, w in writers.items()}
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
