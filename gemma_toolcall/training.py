@@ -48,17 +48,19 @@ def pack(examples: Sequence[tuple[Sequence[int], Sequence[int]]], seq_len: int, 
     With `packing`, each run of `buffer` examples is sorted by length (longest first, ties in input order) and each
     example goes into the first row it fits: first-fit decreasing, deterministic. Rows come out in the order they
     were opened. Without, one example per row."""
+    for ids, _ in examples:
+        if not 0 < len(ids) <= seq_len:
+            raise ValueError(f"example of {len(ids)} tokens does not fit max_seq_len={seq_len}")
+    if not packing:
+        return [_row([e], seq_len) for e in examples]
     rows = []
-    for start in range(0, len(examples), buffer if packing else len(examples) or 1):
-        chunk = examples[start:start + buffer] if packing else examples
-        order = sorted(range(len(chunk)), key=lambda i: -len(chunk[i][0])) if packing else range(len(chunk))
+    for start in range(0, len(examples), buffer):
+        chunk = examples[start:start + buffer]
         bins: list[list[int]] = []
-        room = np.zeros(0, np.int64)
-        for i in order:
+        room = np.zeros(0, np.int64)  # free tokens per open row
+        for i in sorted(range(len(chunk)), key=lambda i: -len(chunk[i][0])):
             n = len(chunk[i][0])
-            if not 0 < n <= seq_len:
-                raise ValueError(f"example of {n} tokens does not fit max_seq_len={seq_len}")
-            fits = np.flatnonzero(room >= n) if packing else ()
+            fits = np.flatnonzero(room >= n)
             if len(fits):
                 bins[fits[0]].append(i)
                 room[fits[0]] -= n

@@ -159,10 +159,6 @@ class TsvLog:
         pass
 
 
-def _unbatch(batch: dict) -> list[dict]:
-    return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input_tokens"]))]
-
-
 def run_fingerprint(lora: LoraParams, p: TrainParams, base_dir: Path, data_paths) -> str:
     """What a checkpoint belongs to: params, training code, base model and data. Resuming with any of them changed
     would mix two runs."""
@@ -212,7 +208,9 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
     max_steps = p.max_steps or steps_per_epoch * p.epochs
     epochs = max(p.epochs, -(-max_steps * p.grad_accum_steps * p.batch_size // len(train_rows)))
     eval_set = list(batches(val_rows, p, shuffle=False, epochs=1))[:p.eval_batches] or None
-    capacity = training.loss_capacity(train_rows + [r for b in eval_set or [] for r in _unbatch(b)], p.batch_size)
+    # The eval batches are the first full batches of val_rows, in order (no shuffle).
+    eval_rows_used = val_rows[:len(eval_set or []) * p.batch_size]
+    capacity = training.loss_capacity(train_rows + eval_rows_used, p.batch_size)
     tokens = sum(len(ids) for ids, _ in train_examples)
     data_stats.update({
         "train_examples": len(train_examples), "validation_examples": len(val_examples),
@@ -286,8 +284,8 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
             "base_model_sha256": gemma.fingerprint(base_dir), "steps": trainer.train_steps,
             "parameters": int(sum(v.size for v in state.values()))}, indent=2) + "\n")
 
-    train_rows = [r for s, r in sorted(log.rows["train"].items()) if s <= trainer.train_steps]
-    eval_rows = [r for s, r in sorted(log.rows["eval"].items()) if s <= trainer.train_steps]
+    train_log = [r for s, r in sorted(log.rows["train"].items()) if s <= trainer.train_steps]
+    eval_log = [r for s, r in sorted(log.rows["eval"].items()) if s <= trainer.train_steps]
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for name, header in (("train_log.tsv", TRAIN_LOG_COLUMNS), ("eval_log.tsv", ("step", "eval_loss"))):
         if (ckpt_dir / name).exists():
@@ -296,11 +294,11 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
             (metrics_dir / name).write_text("\t".join(header) + "\n")
     final = {
         "steps": trainer.train_steps, "resumed_from_step": resumed_from,
-        "train_loss_first": train_rows[0]["loss"] if train_rows else None,
-        "train_loss_last": train_rows[-1]["loss"] if train_rows else None,
-        "eval_loss_first": eval_rows[0].get("eval_loss") if eval_rows else None,
-        "eval_loss_last": eval_rows[-1].get("eval_loss") if eval_rows else None,
-        "tokens_per_s": float(np.median([r["tokens_per_s"] for r in train_rows[1:]])) if len(train_rows) > 1 else None,
+        "train_loss_first": train_log[0]["loss"] if train_log else None,
+        "train_loss_last": train_log[-1]["loss"] if train_log else None,
+        "eval_loss_first": eval_log[0].get("eval_loss") if eval_log else None,
+        "eval_loss_last": eval_log[-1].get("eval_loss") if eval_log else None,
+        "tokens_per_s": float(np.median([r["tokens_per_s"] for r in train_log[1:]])) if len(train_log) > 1 else None,
         "train_seconds": round(seconds, 1), "lora_parameters": int(sum(v.size for v in state.values())),
         "data": data_stats,
     }
