@@ -21,7 +21,7 @@ PROMPTS = ["The capital of France is", "Question: What is 2+2?\nAnswer:"]
 
 
 def sampler_greedy(model, config, tok, prompt: str, steps: int) -> str:
-    return gemma.generate(model, config, tok, [prompt], steps, 1)[0]
+    return gemma.generate(model, config, tok, [prompt], steps, 1)[0][0]
 
 
 def plain_greedy(model, tok, prompt: str, steps: int) -> str:

@@ -7,6 +7,7 @@ shared/reference/gemma_weights.md: transformers' GGUF tokenizer conversion is wr
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -16,6 +17,13 @@ import numpy as np
 BOS, EOS, PAD, UNK = 2, 1, 0, 3
 START_OF_TURN, END_OF_TURN = "<start_of_turn>", "<end_of_turn>"
 LORA_TARGETS = ("q_einsum", "kv_einsum", "attn_vec_einsum", "gate_proj", "up_proj", "down_proj")
+# What the chat format puts at turn boundaries and in model turns, and what ends generation: the candidates for
+# trainable token rows (those that are one token in the vocabulary).
+FORMAT_PIECES = ("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<tools>", "</tools>", "<tool_call>",
+                 "</tool_call>", "<tool_response>", "</tool_response>")
+# A row whose cosine with the centroid of the `<unusedN>` rows exceeds this was never updated by pretraining. On
+# the real 270M the cluster sits above 0.88 (6,447 rows above 0.9) and trained rows below 0.6 (97th percentile).
+UNTRAINED_COSINE = 0.9
 NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms\n"
 
 
@@ -251,19 +259,147 @@ def set_lora(model, adapter: dict[str, np.ndarray]) -> None:
     nnx.update(model, state)
 
 
-def read_adapter(lora_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """What `train` writes: adapter.json (rank, alpha, targets, base fingerprint) and the LoRA matrices."""
+def read_adapter(lora_dir: Path, base_dir: Path | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """What `train` writes: adapter.json (rank, alpha, targets, trained token ids, base fingerprint) and the LoRA
+    matrices and token rows. With `base_dir`, refuses an adapter trained on another base."""
     from safetensors.numpy import load_file
 
-    return (json.loads((Path(lora_dir) / "adapter.json").read_text()),
-            load_file(str(Path(lora_dir) / "adapter.safetensors")))
+    meta = json.loads((Path(lora_dir) / "adapter.json").read_text())
+    if base_dir is not None and meta["base_model_sha256"] != fingerprint(base_dir):
+        raise SystemExit(f"{lora_dir} was trained on another base model than {base_dir}; retrain "
+                         "(`dvc repro train`) or point --base at the model it was trained on")
+    return meta, load_file(str(Path(lora_dir) / "adapter.safetensors"))
 
 
 def with_adapter(base, meta: dict, adapter: dict[str, np.ndarray]):
-    """A copy of `base` with LoRA of the adapter's shape, set to its matrices; `base` stays as it is."""
+    """A copy of `base` with LoRA of the adapter's shape (and its trained token rows), set to its matrices; `base`
+    stays as it is."""
     model = apply_lora(base, meta["rank"], meta["alpha"], meta["targets"])
+    if meta.get("train_tokens"):
+        add_token_rows(model, meta["train_tokens"], adapter[TOKEN_ROWS])
     set_lora(model, adapter)
     return model
+
+
+def load_tuned(base_dir: Path, lora_dir: Path, dtype=None):
+    """Base model and base + adapter (tunix), and the base's config.json: what evaluation and the export checks
+    compare. Refuses an adapter trained on another base."""
+    meta, adapter = read_adapter(lora_dir, base_dir)
+    base, config = load(base_dir, dtype=dtype)
+    return base, with_adapter(base, meta, adapter), config
+
+
+# -- trainable token rows ---------------------------------------------------------------------------------------
+TOKEN_ROWS = "embedder.token_rows"  # the rows' name among the adapter's tensors
+
+
+def format_token_ids(tok: "Tokenizer") -> dict[str, int]:
+    """The format's pieces that are a single token in this vocabulary, by piece."""
+    ids = {piece: tok.sp.piece_to_id(piece) for piece in FORMAT_PIECES}
+    return {piece: i for piece, i in ids.items() if i != UNK}
+
+
+def untrained_centroid(embedding, tok: "Tokenizer"):
+    """The unit centroid of the rows of the `<unusedN>` pieces, which pretraining never saw, or None if the
+    vocabulary has none. Norms do not tell untrained rows here: in the real 270M every row has norm ~1.03; the
+    untrained ones are near-copies of each other (row 106 has cosine > 0.98 with 6,021 rows)."""
+    import jax.numpy as jnp
+
+    unused = [i for i in range(tok.vocab_size) if tok.sp.id_to_piece(i).startswith("<unused")]
+    if not unused:
+        return None
+    centroid = _unit(jnp.asarray(embedding[jnp.asarray(unused)], jnp.float32)).mean(0)
+    return centroid / jnp.linalg.norm(centroid)
+
+
+def untrained_report(embedding, centroid, ids: dict[str, int]) -> dict:
+    """For each candidate piece: its id, its row's cosine with the untrained centroid, and whether it is untrained
+    (nothing is, without a centroid)."""
+    import jax.numpy as jnp
+
+    if centroid is None:
+        return {p: {"id": i, "cosine_to_untrained": None, "untrained": False} for p, i in ids.items()}
+    cos = np.asarray(_unit(jnp.asarray(embedding[jnp.asarray(list(ids.values()))], jnp.float32)) @ centroid)
+    return {p: {"id": i, "cosine_to_untrained": round(float(c), 4), "untrained": bool(c > UNTRAINED_COSINE)}
+            for (p, i), c in zip(ids.items(), cos)}
+
+
+def starting_rows(embedding, centroid, token_ids) -> np.ndarray:
+    """Where the rows `token_ids` start training. An untrained row is moved from the untrained cluster to the
+    trained rows: minus the mean of the cluster, plus the mean of the trained rows (Unsloth starts from the latter
+    alone). It starts neutral, not tied to thousands of near-copies that the model learned never to predict, and
+    keeps what set it apart inside the cluster, so two untrained tokens do not start as the same row. A trained
+    row starts as itself."""
+    import jax.numpy as jnp
+
+    table = jnp.asarray(embedding, jnp.float32)
+    rows = table[jnp.asarray(token_ids)]
+    if centroid is None:
+        return np.asarray(rows)
+    untrained = (_unit(table) @ centroid) > UNTRAINED_COSINE
+    mean = lambda where: jnp.sum(jnp.where(where[:, None], table, 0), 0) / jnp.sum(where)  # noqa: E731
+    moved = rows - mean(untrained) + mean(~untrained)
+    return np.asarray(jnp.where(untrained[jnp.asarray(token_ids)][:, None], moved, rows))
+
+
+def _unit(x):
+    import jax.numpy as jnp
+
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@functools.cache
+def _token_rows_embedder():
+    import jax.numpy as jnp
+    from flax import nnx
+    from tunix.models.gemma3.model import Embedder
+    from tunix.utils import sharding_utils
+
+    class TokenRowsEmbedder(Embedder):
+        """Gemma's embedder with the rows `token_ids` replaced by a trainable float32 `nnx.LoRAParam` (k, D),
+        tied as in Gemma: the same rows embed the input tokens and project the output onto the vocabulary. The
+        rest of the table stays frozen. tunix's PeftTrainer optimizes and checkpoints every `nnx.LoRAParam`, so the
+        rows train, save and resume with the LoRA matrices."""
+
+        def __init__(self, base, token_ids, rows):
+            self.input_embedding = base.input_embedding
+            self.shd_config = base.shd_config
+            if hasattr(base, "qwix_path"):  # qwix, which intercepts every einsum in a LoRA model, looks it up
+                self.qwix_path = base.qwix_path
+            self.token_ids = tuple(int(i) for i in token_ids)
+            self.token_rows = nnx.LoRAParam(jnp.asarray(rows, jnp.float32))
+
+        def encode(self, x):
+            e = self.input_embedding[(x,)]
+            hit = (jnp.asarray(x)[..., None] == jnp.asarray(self.token_ids)).astype(e.dtype)  # [..., k]
+            rows = jnp.einsum("...k,kd->...d", hit, self.token_rows.get_value().astype(e.dtype))
+            e = jnp.where(hit.sum(-1, keepdims=True) > 0, rows, e)
+            e *= jnp.sqrt(e.shape[-1]).astype(e.dtype)
+            return sharding_utils.shard(e, self.shd_config.act_btd)
+
+        def decode(self, x):
+            return logits(self, x).astype(x.dtype)
+
+    return TokenRowsEmbedder
+
+
+def add_token_rows(model, token_ids, rows):
+    """Make the rows `token_ids` of `model`'s embedding trainable, starting from `rows` (k, D)."""
+    model.embedder = _token_rows_embedder()(model.embedder, token_ids, rows)
+    return model
+
+
+def logits(embedder, hidden):
+    """float32 logits of `hidden` [..., D] over the vocabulary (the embedding is tied), with the trained token
+    rows where the embedder has them."""
+    import jax.numpy as jnp
+
+    out = jnp.dot(hidden, embedder.input_embedding.get_value().T, preferred_element_type=jnp.float32)
+    if hasattr(embedder, "token_rows"):
+        rows = embedder.token_rows.get_value().astype(hidden.dtype)
+        out = out.at[..., jnp.asarray(embedder.token_ids)].set(
+            jnp.dot(hidden, rows.T, preferred_element_type=jnp.float32))
+    return out
 
 
 def hf_lora_pairs(adapter: dict[str, np.ndarray], config: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -293,26 +429,35 @@ def hf_lora_pairs(adapter: dict[str, np.ndarray], config: dict) -> dict[str, tup
 
 
 def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
-             batch_size: int, progress=None) -> list[str]:
-    """Greedy completions with tunix's KV-cache sampler, in batches, stopping at `<end_of_turn>` or `<eos>`.
-    Prompts are rendered text without `<bos>` (the sampler adds it). One cache size for every batch, so one
-    compilation."""
+             batch_size: int, progress=None) -> tuple[list[str], list[bool]]:
+    """Greedy completions with tunix's KV-cache sampler, stopping at `<end_of_turn>` or `<eos>`, and for each
+    whether it ended its turn (stopped on one of them before `max_new_tokens`). Prompts are rendered text without
+    `<bos>` (the sampler adds it).
+
+    Prompts are batched by length (shortest first), and each batch is left-padded only to the power of two above
+    its longest prompt: one compilation per distinct padded length, and little prefill spent on padding. A batch
+    stops decoding once all its rows have ended their turn."""
     from tunix.generate import sampler as sampler_lib
     from tunix.generate.tokenizer_adapter import TokenizerAdapter
 
-    longest = max((len(tokenizer.encode(p)) for p in prompts), default=1) + 1  # + <bos>
-    prompt_len = 1 << (longest - 1).bit_length()  # the sampler left-pads prompts to this
-    cache = 1 << (prompt_len + max_new_tokens).bit_length()  # must exceed prompt + generation
+    lengths = [len(tokenizer.encode(p)) + 1 for p in prompts]  # + <bos>
+    padded_length = lambda n: max(32, 1 << (n - 1).bit_length())  # noqa: E731
+    cache = 1 << (padded_length(max(lengths, default=1)) + max_new_tokens).bit_length()  # > prompt + generation
     sampler = sampler_lib.Sampler(model, TokenizerAdapter(tokenizer.sp), sampler_lib.CacheConfig(
         cache_size=cache, num_layers=config["num_hidden_layers"], num_kv_heads=config["num_key_value_heads"],
         head_dim=config["head_dim"]))
-    outputs = []
-    for i in range(0, len(prompts), batch_size):
-        batch = prompts[i:i + batch_size]
-        padded = batch + [batch[-1]] * (batch_size - len(batch))  # a fixed batch shape: no recompilation
-        result = sampler(padded, max_generation_steps=max_new_tokens, max_prompt_length=prompt_len,
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    texts, ended = [""] * len(prompts), [False] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = [prompts[i] for i in rows]
+        batch += [batch[-1]] * (batch_size - len(batch))  # a fixed batch shape: no recompilation
+        result = sampler(batch, max_generation_steps=max_new_tokens,
+                         max_prompt_length=padded_length(max(lengths[i] for i in rows)),
                          eos_tokens=[EOS, tokenizer.end_of_turn], temperature=0.0)
-        outputs += list(result.text[:len(batch)])
+        for i, text, tokens in zip(rows, result.text, result.tokens):
+            # The sampler cuts each output at its first stop token: a shorter output stopped on one.
+            texts[i], ended[i] = text, len(tokens) < max_new_tokens
         if progress is not None:
-            progress.update(len(batch))
-    return outputs
+            progress.update(len(rows))
+    return texts, ended

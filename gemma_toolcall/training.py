@@ -135,9 +135,9 @@ def final_hidden(model, input_tokens, positions, attention_mask):
     return hidden
 
 
-def token_nll(hidden, embedding, targets, chunk: int):
-    """-log p(target) for each row of `hidden` [K, D], projecting `chunk` rows at a time onto the vocabulary in
-    float32 and recomputing each chunk's logits in the backward pass."""
+def token_nll(hidden, project, targets, chunk: int):
+    """-log p(target) for each row of `hidden` [K, D], projecting `chunk` rows at a time onto the vocabulary with
+    `project` (float32 logits) and recomputing each chunk's logits in the backward pass."""
     import jax
     import jax.numpy as jnp
 
@@ -145,7 +145,7 @@ def token_nll(hidden, embedding, targets, chunk: int):
 
     @jax.checkpoint
     def one(h, t):
-        logits = jnp.dot(h, embedding.T, preferred_element_type=jnp.float32)
+        logits = project(h)
         return jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0]
 
     return jax.lax.map(lambda ht: one(*ht), (hidden.reshape(k // chunk, chunk, d),
@@ -154,7 +154,7 @@ def token_nll(hidden, embedding, targets, chunk: int):
 
 def loss_fn(model, input_tokens, input_mask, positions, attention_mask, *, capacity: int):
     """Mean next-token NLL where `input_mask` is 1, computed at those positions only (at most `capacity` per batch,
-    see `loss_capacity`)."""
+    see `loss_capacity`). The projection is the model's tied embedding, trained token rows included."""
     import jax.numpy as jnp
 
     model = compute_view(model)
@@ -164,7 +164,7 @@ def loss_fn(model, input_tokens, input_mask, positions, attention_mask, *, capac
     count = jnp.sum(weights)
     valid = (jnp.arange(capacity) < count).astype(jnp.float32)
     picked = hidden.reshape(-1, hidden.shape[-1])[where]
-    nll = token_nll(picked, model.embedder.input_embedding.get_value(), input_tokens[:, 1:].reshape(-1)[where],
+    nll = token_nll(picked, lambda h: gemma.logits(model.embedder, h), input_tokens[:, 1:].reshape(-1)[where],
                     min(capacity, LOSS_CHUNK))
     return jnp.sum(nll * valid) / jnp.maximum(count, 1).astype(jnp.float32)
 

@@ -59,7 +59,10 @@ def heldout_cases(validation: Path, p: EvaluateParams, style: str) -> tuple[list
         except toucan.MalformedRow:
             skipped += 1
             continue
-        first_model = next(t for t in conv.turns if t.role == "model")
+        first_model = next((t for t in conv.turns if t.role == "model"), None)
+        if first_model is None:  # nothing to compare with (filter drops such rows; other sources may not)
+            skipped += 1
+            continue
         prompt = render_prompt(conv.tools, conv.turns[0].text, style, conv.system)
         cases.append({"source": "heldout", "category": row["subset_name"], "id": row["uuid"], "prompt": prompt,
                       "expected": [asdict(c) for c in first_model.calls]})
@@ -82,23 +85,63 @@ def judge(case: dict, output: str, scorer: bfcl.Scorer) -> dict:
     reason = "exact" if exact else "names only" if names else \
         ("unparseable: " + "; ".join(parsed.errors)) if not parsed.format_valid else \
         f"expected {[c['name'] for c in expected]}, got {[c['name'] for c in calls]}"
-    return {**verdict, "passed": exact, "name_match": names, "reason": reason}
+    return {**verdict, "passed": exact, "name_match": names, "reason": reason, "needs_call": bool(expected),
+            **argument_counts(expected, calls if parsed.format_valid else [])}
+
+
+def argument_counts(expected: list[dict], calls: list[dict]) -> dict:
+    """Expected arguments, and how many the model gave with the exact value, each expected call paired with the
+    first unused call of the same name."""
+    unused, right = list(calls), 0
+    for want in expected:
+        got = next((c for c in unused if c["name"] == want["name"]), None)
+        if got is not None:
+            unused.remove(got)
+            right += sum(got["arguments"].get(k, object()) == v for k, v in want["arguments"].items())
+    return {"arguments_expected": sum(len(w["arguments"]) for w in expected), "arguments_right": right}
+
+
+def rate(xs) -> float | None:
+    xs = list(xs)
+    return round(sum(xs) / len(xs), 4) if xs else None
 
 
 def summarize(results: list[dict]) -> dict:
-    rate = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
-    bfcl_rows = [r for r in results if r["source"] == "bfcl"]
-    held = [r for r in results if r["source"] == "heldout"]
+    """Per BFCL category and per kind of held-out row, each with its n: rows that need a call (name and exact
+    match, argument accuracy) apart from rows that need none, where answering without a call is right."""
     by_category = {}
-    for r in bfcl_rows:
-        by_category.setdefault(r["category"], []).append(r["passed"])
+    for r in results:
+        if r["source"] == "bfcl":
+            by_category.setdefault(r["category"], []).append(r["passed"])
+    held = [r for r in results if r["source"] == "heldout"]
+    call = [r for r in held if r["needs_call"]]
+    no_call = [r for r in held if not r["needs_call"]]
+    expected_args = sum(r["arguments_expected"] for r in call)
     return {
-        "bfcl": {c: rate(v) for c, v in by_category.items()},
-        "bfcl_mean": rate([rate(v) for v in by_category.values()]) if by_category else None,
-        "format_valid": rate([r["format_valid"] for r in results]),
-        "heldout": {"exact_match": rate([r["passed"] for r in held]), "name_match": rate([r["name_match"] for r in held]),
-                    "parse_rate": rate([r["format_valid"] for r in held]), "n": len(held)},
+        "bfcl": {c: {"accuracy": rate(v), "n": len(v)} for c, v in by_category.items()},
+        "format_valid": rate(r["format_valid"] for r in results),
+        # Outputs that stopped on <end_of_turn> or <eos> before max_new_tokens.
+        "ended_turn": rate(r["ended_turn"] for r in results),
+        "n": len(results),
+        "heldout": {
+            "call_rows": {"n": len(call), "name_match": rate(r["name_match"] for r in call),
+                          "exact_match": rate(r["passed"] for r in call),
+                          "argument_accuracy": round(sum(r["arguments_right"] for r in call) / expected_args, 4)
+                          if expected_args else None},
+            "no_call_rows": {"n": len(no_call), "no_call_accuracy": rate(not r["calls"] for r in no_call)},
+            "parse_rate": rate(r["format_valid"] for r in held)},
     }
+
+
+def summary(metrics: dict) -> dict:
+    """The numbers to read first, base beside tuned."""
+    def short(m: dict) -> dict:
+        return {**{c: v["accuracy"] for c, v in m["bfcl"].items()},
+                "heldout_call_exact": m["heldout"]["call_rows"]["exact_match"],
+                "heldout_call_name": m["heldout"]["call_rows"]["name_match"],
+                "heldout_no_call": m["heldout"]["no_call_rows"]["no_call_accuracy"],
+                "ended_turn": m["ended_turn"]}
+    return {name: short(metrics[name]) for name in ("base", "tuned")}
 
 
 def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir: Path, validation: Path,
@@ -108,20 +151,21 @@ def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir:
     held, skipped = heldout_cases(validation, p, style)
     cases = bfcl_cases(bfcl_dir, p, style) + held
     prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
-    base, config = gemma.load(base_dir)
-    tuned = gemma.with_adapter(base, *gemma.read_adapter(lora_dir))
+    base, tuned, config = gemma.load_tuned(base_dir, lora_dir)
 
     metrics, samples = {"cases": len(cases), "heldout_skipped_malformed": skipped}, []
     for name, model in (("base", base), ("tuned", tuned)):
         with tqdm(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
-            outputs = gemma.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size, progress=bar)
+            outputs, ended = gemma.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size,
+                                            progress=bar)
         results = []
-        for case, output in zip(cases, outputs):
-            verdict = judge(case, output, scorer)
+        for case, output, ended_turn in zip(cases, outputs, ended):
+            verdict = {**judge(case, output, scorer), "ended_turn": ended_turn}
             results.append({"source": case["source"], "category": case["category"], **verdict})
             samples.append({"model": name, "source": case["source"], "category": case["category"], "id": case["id"],
                             "output": output, **verdict})
         metrics[name] = summarize(results)
+    metrics = {"summary": summary(metrics), **metrics}
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     with open(samples_path, "w", encoding="utf-8") as f:

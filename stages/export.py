@@ -1,11 +1,13 @@
 """Stage `export`: the trained adapter in three forms, from models/lora/ and models/base/.
 
 - models/export/npy/: `model.<tunix layer path>.lora_a.npy` / `.lora_b.npy` for every LoRA target (the seed's layout;
-  it kept only the MLP pairs, this keeps the attention ones too). Load back with `gemma_toolcall.model.set_lora`.
+  it kept only the MLP pairs, this keeps the attention ones too), and `model.embedder.token_rows.npy`, the trained
+  token rows. Load back with `gemma_toolcall.model.with_adapter(base, meta, read_npy(...))`.
 - models/export/peft/: `adapter_model.safetensors` + `adapter_config.json` for Hugging Face PEFT on transformers'
-  `Gemma3ForCausalLM` built from models/base/.
-- models/export/merged/: base + LoRA folded into the weights, float32 (a bf16 merge would round most of a small
-  LoRA update away), in Hugging Face layout, loadable by transformers and by tunix.
+  `Gemma3ForCausalLM` built from models/base/; token rows as `trainable_token_indices`.
+- models/export/merged/: base + LoRA folded into the weights, token rows written into the (tied) embedding,
+  float32 (a bf16 merge would round most of a small LoRA update away), in Hugging Face layout, loadable by
+  transformers and by tunix.
 """
 from __future__ import annotations
 
@@ -20,13 +22,19 @@ from safetensors.numpy import save_file
 from gemma_toolcall import model as gemma
 from gemma_toolcall.artifacts import building
 
+PEFT_TOKEN_ROWS = "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"
 PEFT_TARGETS = {"q_einsum": ["q_proj"], "kv_einsum": ["k_proj", "v_proj"], "attn_vec_einsum": ["o_proj"],
                 "gate_proj": ["gate_proj"], "up_proj": ["up_proj"], "down_proj": ["down_proj"]}
 
 
 def write_npy(adapter: dict, out: Path) -> None:
+    """One file per LoRA matrix, `model.<path>.lora_a|lora_b.npy`, and the trained token rows (k, D) as
+    `model.embedder.token_rows.npy` (their ids are adapter.json's `train_tokens`)."""
     out.mkdir(parents=True)
     for name, value in adapter.items():
+        if name == gemma.TOKEN_ROWS:
+            np.save(out / f"model.{name}.npy", value)
+            continue
         path, _, kind = name.rpartition(".")  # e.g. layers.0.attn.q_einsum . w_lora_a
         np.save(out / f"model.{path}.{kind.split('_', 1)[1]}.npy", value)  # lora_a / lora_b
 
@@ -35,32 +43,44 @@ def read_npy(npy_dir: Path) -> dict[str, np.ndarray]:
     """Inverse of write_npy: the adapter dict `set_lora` takes."""
     adapter = {}
     for f in sorted(Path(npy_dir).glob("model.*.npy")):
-        path, _, kind = f.name[len("model."):-len(".npy")].rpartition(".")
+        name = f.name[len("model."):-len(".npy")]
+        if name == gemma.TOKEN_ROWS:
+            adapter[name] = np.load(f)
+            continue
+        path, _, kind = name.rpartition(".")
         prefix = "w_" if "einsum" in path else "kernel_"
         adapter[f"{path}.{prefix}{kind}"] = np.load(f)
     return adapter
 
 
-def write_peft(pairs: dict, meta: dict, base_dir: Path, out: Path) -> None:
+def write_peft(pairs: dict, token_rows, meta: dict, base_dir: Path, out: Path) -> None:
+    """LoRA pairs, and the trained token rows as PEFT's `trainable_token_indices`: the key below holds the rows'
+    new values (PEFT's forward index-copies them into the embedding; the tied lm_head follows it)."""
     out.mkdir(parents=True)
     tensors = {}
     for module, (a, b) in pairs.items():
         tensors[f"base_model.model.{module}.lora_A.weight"] = np.ascontiguousarray(a, np.float32)
         tensors[f"base_model.model.{module}.lora_B.weight"] = np.ascontiguousarray(b, np.float32)
-    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    (out / "adapter_config.json").write_text(json.dumps({
+    config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(base_dir),
         "r": meta["rank"], "lora_alpha": meta["alpha"], "lora_dropout": 0.0, "bias": "none",
         "target_modules": sorted({hf for t in meta["targets"] for hf in PEFT_TARGETS[t]}),
-        "fan_in_fan_out": False, "use_rslora": False, "inference_mode": True}, indent=2) + "\n")
+        "fan_in_fan_out": False, "use_rslora": False, "inference_mode": True}
+    if meta.get("train_tokens"):
+        tensors[PEFT_TOKEN_ROWS] = np.ascontiguousarray(token_rows, np.float32)
+        config["trainable_token_indices"] = list(meta["train_tokens"])
+    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def write_merged(pairs: dict, meta: dict, base_dir: Path, out: Path) -> None:
+def write_merged(pairs: dict, token_rows, meta: dict, base_dir: Path, out: Path) -> None:
     out.mkdir(parents=True)
     weights = {k: v.astype(np.float32) for k, v in load_bf16_safetensors(base_dir / "model.safetensors").items()}
     scale = meta["alpha"] / meta["rank"]
     for module, (a, b) in pairs.items():
         weights[f"{module}.weight"] += scale * (b.astype(np.float32) @ a.astype(np.float32))
+    if meta.get("train_tokens"):  # the embedding is tied: the output projection follows
+        weights["model.embed_tokens.weight"][meta["train_tokens"]] = token_rows
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     config = json.loads((base_dir / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**config, "torch_dtype": "float32"}, indent=2) + "\n")
@@ -80,15 +100,13 @@ def load_bf16_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def run(lora_dir: Path, base_dir: Path, out: Path) -> None:
-    meta, adapter = gemma.read_adapter(lora_dir)
-    if meta["base_model_sha256"] != gemma.fingerprint(base_dir):
-        raise SystemExit(f"export: {lora_dir} was trained on another base model than {base_dir}; retrain "
-                         "(`dvc repro train`) or point --base at the model it was trained on")
+    meta, adapter = gemma.read_adapter(lora_dir, base_dir)
     pairs = gemma.hf_lora_pairs(adapter, json.loads((base_dir / "config.json").read_text()))
+    token_rows = adapter.get(gemma.TOKEN_ROWS)
     with building(out) as tmp:
         write_npy(adapter, tmp / "npy")
-        write_peft(pairs, meta, base_dir, tmp / "peft")
-        write_merged(pairs, meta, base_dir, tmp / "merged")
+        write_peft(pairs, token_rows, meta, base_dir, tmp / "peft")
+        write_merged(pairs, token_rows, meta, base_dir, tmp / "merged")
 
 
 def main(argv=None) -> None:

@@ -11,6 +11,7 @@ final numbers: metrics/train.json; the adapter: models/lora/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -19,7 +20,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -36,6 +37,10 @@ class LoraParams:
     rank: int = 16
     alpha: float = 32.0
     targets: tuple = gemma.LORA_TARGETS
+    # Embedding rows trained with the LoRA (tied input/output, float32): `auto` = the format's tokens whose rows
+    # pretraining never updated, `none`, or a list of token ids or pieces.
+    train_tokens: Union[str, tuple] = "auto"
+    train_tokens_lr_scale: float = 10.0  # the rows' learning rate, in multiples of train.learning_rate
 
     def validate(self):
         if self.rank < 1:
@@ -43,6 +48,13 @@ class LoraParams:
         unknown = set(self.targets) - set(gemma.LORA_TARGETS)
         if unknown:
             return f"targets: unknown {sorted(unknown)}; choose from {list(gemma.LORA_TARGETS)}"
+        if isinstance(self.train_tokens, str) and self.train_tokens not in ("auto", "none"):
+            return f"train_tokens must be auto, none or a list of token ids or pieces, got {self.train_tokens!r}"
+        if not isinstance(self.train_tokens, str) and not all(
+                isinstance(t, (int, str)) and not isinstance(t, bool) for t in self.train_tokens):
+            return f"train_tokens: a list of token ids (int) or pieces (str), got {list(self.train_tokens)!r}"
+        if self.train_tokens_lr_scale <= 0:
+            return f"train_tokens_lr_scale must be > 0, got {self.train_tokens_lr_scale}"
 
 
 @dataclass(frozen=True)
@@ -171,6 +183,52 @@ def run_fingerprint(lora: LoraParams, p: TrainParams, base_dir: Path, data_paths
     return h.hexdigest()
 
 
+def select_train_tokens(lora: LoraParams, embedding, tok) -> tuple[list[int], dict]:
+    """The token ids whose rows train, and what the untrained-row check found (for metrics/train.json)."""
+    candidates = gemma.format_token_ids(tok)
+    centroid = gemma.untrained_centroid(embedding, tok)
+    report = {"criterion": f"cosine with the centroid of the <unusedN> rows > {gemma.UNTRAINED_COSINE}",
+              "checked": gemma.untrained_report(embedding, centroid, candidates)}
+    if lora.train_tokens == "auto":
+        ids = [c["id"] for c in report["checked"].values() if c["untrained"]]
+    elif lora.train_tokens == "none":
+        ids = []
+    else:
+        ids = []
+        for t in lora.train_tokens:
+            i = t if isinstance(t, int) else tok.sp.piece_to_id(t)
+            if not 0 <= i < tok.vocab_size or (isinstance(t, str) and i == gemma.UNK):
+                raise SystemExit(f"params.yaml: lora.train_tokens: {t!r} is not a token of {tok.vocab_size} "
+                                 "in this model's vocabulary")
+            ids.append(i)
+    report["trained"] = {tok.sp.id_to_piece(i): i for i in sorted(set(ids))}
+    return sorted(set(ids)), report
+
+
+def make_optimizer(lora: LoraParams, p: TrainParams, max_steps: int):
+    """AdamW with warmup + cosine and global-norm clipping; the token rows at `train_tokens_lr_scale` times the
+    learning rate. Returns the optimizer and the LoRA schedule (for the logs)."""
+    import optax
+
+    warmup = min(p.warmup_steps, max_steps - 1)
+
+    def schedule(peak):
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(max_steps, warmup + 1),
+                                                  end_value=peak * 0.1)
+
+    def adamw(peak):
+        return optax.adamw(schedule(peak), weight_decay=p.weight_decay)
+
+    def label(params):
+        import jax
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "token_rows" if "token_rows" in jax.tree_util.keystr(path) else "lora", params)
+
+    optimizer = optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.multi_transform(
+        {"lora": adamw(p.learning_rate), "token_rows": adamw(p.learning_rate * lora.train_tokens_lr_scale)}, label))
+    return optimizer, schedule(p.learning_rate)
+
+
 def lora_state(model) -> dict[str, np.ndarray]:
     from flax import nnx
 
@@ -183,7 +241,6 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
         metrics_dir: Path) -> dict:
     import jax
     import jax.numpy as jnp
-    import optax
     import orbax.checkpoint as ocp
     from safetensors.numpy import save_file
     from tunix.sft import metrics_logger, peft_trainer
@@ -232,17 +289,19 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
         mesh = jax.make_mesh((p.fsdp, p.tp), ("fsdp", "tp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     dtype = jnp.float32 if p.dtype == "float32" else jnp.bfloat16
     base, _ = gemma.load(base_dir, dtype=dtype, mesh=mesh)
-    if mesh is not None:
-        with mesh:
-            model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed, dtype=jnp.float32)
-    else:
+    embedding = base.embedder.input_embedding.get_value()
+    token_ids, token_report = select_train_tokens(lora, embedding, tok)
+    print(f"train: token rows checked ({token_report['criterion']}): " + ", ".join(
+        f"{piece} {c['id']} cos {c['cosine_to_untrained']}" for piece, c in token_report["checked"].items())
+        + f"; training rows {token_report['trained'] or 'none'}", flush=True)
+    with mesh if mesh is not None else contextlib.nullcontext():
         model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed, dtype=jnp.float32)
+        if token_ids:
+            gemma.add_token_rows(model, token_ids, gemma.starting_rows(
+                embedding, gemma.untrained_centroid(embedding, tok), token_ids))
+    del embedding
 
-    warmup = min(p.warmup_steps, max_steps - 1)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, warmup, max(max_steps, warmup + 1),
-                                                  end_value=p.learning_rate * 0.1)
-    optimizer = optax.chain(optax.clip_by_global_norm(p.max_grad_norm),
-                            optax.adamw(schedule, weight_decay=p.weight_decay))
+    optimizer, schedule = make_optimizer(lora, p, max_steps)
     tokens_seen = [0]
     log = TsvLog(ckpt_dir / "train_log.tsv", ckpt_dir / "eval_log.tsv", tokens_seen, schedule)
     backends = [lambda: log]
@@ -268,10 +327,7 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
             yield b
 
     start = time.perf_counter()
-    if mesh is not None:
-        with mesh:
-            trainer.train(train_iter(), eval_set)
-    else:
+    with mesh if mesh is not None else contextlib.nullcontext():
         trainer.train(train_iter(), eval_set)
     seconds = time.perf_counter() - start
 
@@ -281,6 +337,7 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
         save_file(state, str(tmp / "adapter.safetensors"))
         (tmp / "adapter.json").write_text(json.dumps({
             "rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets), "dtype": p.dtype,
+            "train_tokens": token_ids,
             "base_model_sha256": gemma.fingerprint(base_dir), "steps": trainer.train_steps,
             "parameters": int(sum(v.size for v in state.values()))}, indent=2) + "\n")
 
@@ -300,7 +357,7 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
         "eval_loss_last": eval_log[-1].get("eval_loss") if eval_log else None,
         "tokens_per_s": float(np.median([r["tokens_per_s"] for r in train_log[1:]])) if len(train_log) > 1 else None,
         "train_seconds": round(seconds, 1), "lora_parameters": int(sum(v.size for v in state.values())),
-        "data": data_stats,
+        "special_tokens": token_report, "data": data_stats,
     }
     (metrics_dir / "train.json").write_text(json.dumps(final, indent=2) + "\n")
     return final

@@ -20,7 +20,7 @@ def test_sampler_decodes_what_the_model_predicts(tiny_base):
     assert (tok.sp.bos_id(), tok.sp.eos_id(), tok.sp.pad_id()) == (gemma.BOS, gemma.EOS, gemma.PAD)
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = ["abcdefg", "a longer prompt, padded less", "x"]
-    outputs = gemma.generate(model, config, tok, prompts, 8, batch_size=2)
+    outputs, _ = gemma.generate(model, config, tok, prompts, 8, batch_size=2)
     assert outputs == [plain_greedy(model, tok, p, 8) for p in prompts]
 
 
@@ -35,12 +35,31 @@ def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text()) == m
     for name in ("base", "tuned"):
         assert set(m[name]["bfcl"]) == set(evaluate.CATEGORIES)
-        assert all(0.0 <= v <= 1.0 for v in m[name]["bfcl"].values())
-        assert m[name]["heldout"]["n"] == 3 and 0.0 <= m[name]["format_valid"] <= 1.0
+        assert all(0.0 <= v["accuracy"] <= 1.0 and v["n"] == 2 for v in m[name]["bfcl"].values())
+        held = m[name]["heldout"]
+        assert held["call_rows"]["n"] + held["no_call_rows"]["n"] == 3 and 0.0 <= m[name]["format_valid"] <= 1.0
+        assert held["no_call_rows"]["n"] == 0 or held["no_call_rows"]["no_call_accuracy"] == 1.0  # it calls nothing
     samples = [json.loads(line) for line in open(tmp_path / "samples.jsonl", encoding="utf-8")]
     assert len(samples) == 2 * (2 * len(evaluate.CATEGORIES) + 3)
-    assert all({"model", "id", "output", "calls", "passed", "reason"} <= set(s) for s in samples)
+    assert all({"model", "id", "output", "calls", "passed", "reason", "ended_turn"} <= set(s) for s in samples)
+    for name in ("base", "tuned"):
+        ended = [s["ended_turn"] for s in samples if s["model"] == name]
+        assert m[name]["ended_turn"] == m["summary"][name]["ended_turn"] == round(sum(ended) / len(ended), 4)
     # A random model calls nothing: irrelevance passes, the others fail with BFCL's reason.
     assert all(s["passed"] for s in samples if s["category"] == "irrelevance")
     assert all(s["reason"] for s in samples if not s["passed"])
     assert pq.read_metadata(tmp_path / "filtered" / "validation.parquet").num_rows >= 3
+
+
+def test_heldout_metrics_split_call_rows_from_no_call_rows():
+    call = {"source": "heldout", "category": "s", "expected": [{"name": "w-get", "arguments": {"city": "Oslo", "days": 2}}]}
+    none = {"source": "heldout", "category": "s", "expected": []}
+    outputs = [(call, '<tool_call>\n{"name": "w-get", "args": {"city": "Oslo", "days": 3}}\n</tool_call>'),
+               (call, '<tool_call>\n{"name": "w-get", "args": {"city": "Oslo", "days": 2}}\n</tool_call>'),
+               (none, "I cannot help with that."),
+               (none, '<tool_call>\n{"name": "w-get", "args": {}}\n</tool_call>')]
+    results = [{"source": c["source"], "category": c["category"], "ended_turn": True, **evaluate.judge(c, o, None)}
+               for c, o in outputs]
+    held = evaluate.summarize(results)["heldout"]
+    assert held["call_rows"] == {"n": 2, "name_match": 1.0, "exact_match": 0.5, "argument_accuracy": 0.75}
+    assert held["no_call_rows"] == {"n": 2, "no_call_accuracy": 0.5}

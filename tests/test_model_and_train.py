@@ -187,7 +187,9 @@ def test_training_moves_lora_parameters_only(tiny_base, formatted, tmp_path):
 
 def stage_project(tmp_path: Path, base: Path, data: Path, **train_params) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"lora": {"rank": 4, "alpha": 8.0},
+    # A trained token row too, so that resuming covers it.
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"lora": {"rank": 4, "alpha": 8.0,
+                                                                   "train_tokens": ["<end_of_turn>"]},
                                                           "train": train_params}))
     return tmp_path
 
@@ -216,7 +218,7 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_base, formatted, tmp_path):
 
     from safetensors.numpy import load_file
     a, b = load_file(whole / "lora" / "adapter.safetensors"), load_file(killed / "lora" / "adapter.safetensors")
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and gemma.TOKEN_ROWS in a
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
 
@@ -233,6 +235,11 @@ def test_bad_train_params_stop_with_a_message(tiny_base, formatted, tmp_path):
     from gemma_toolcall.params import ConfigError, from_dict
     with pytest.raises(ConfigError, match="lora.targets: unknown"):
         from_dict("lora", train.LoraParams, {"targets": ["q_proj"]})
+    with pytest.raises(ConfigError, match="lora.train_tokens must be auto, none or a list"):
+        from_dict("lora", train.LoraParams, {"train_tokens": "all"})
+    with pytest.raises(SystemExit, match="lora.train_tokens: '<nope>' is not a token"):
+        train.run(train.LoraParams(train_tokens=("<nope>",)), params(), tiny_base, formatted, tmp_path / "c",
+                  tmp_path / "l", tmp_path / "m")
     with pytest.raises(SystemExit, match="fewer than train.batch_size"):
         train.run(train.LoraParams(), params(max_seq_len=8), tiny_base, formatted, tmp_path / "c", tmp_path / "l",
                   tmp_path / "m")
@@ -273,3 +280,42 @@ def test_fsdp_mesh_over_two_devices_gives_the_single_device_loss(tiny_base, form
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
     proc = run_stage("train", stage_project(tmp_path / "bad", tiny_base, formatted, **cfg, fsdp=4), *args, check=False)
     assert "JAX sees 1 device(s)" in proc.stderr or "multiple of fsdp" in proc.stderr
+
+
+def clustered_vocabulary(tmp_path: Path):
+    """A tokenizer with `<unusedN>` pieces, and an embedding where those rows and `<end_of_turn>`'s are near-copies
+    of one vector (never updated, as in the real 270M) while the other rows point every way."""
+    pieces = gemma.tiny_tokenizer_pieces() + [(f"<unused{i}>", 0.0, 4) for i in range(40)]
+    (tmp_path / "tokenizer.model").write_bytes(gemma.build_sentencepiece(pieces))
+    tok = gemma.Tokenizer(tmp_path / "tokenizer.model")
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(len(pieces), 32)).astype(np.float32)
+    stuck = rng.normal(size=32).astype(np.float32)
+    untrained = [i for i in range(len(pieces)) if tok.sp.id_to_piece(i).startswith("<unused")] + [tok.end_of_turn]
+    table[untrained] = stuck + 0.05 * rng.normal(size=(len(untrained), 32))
+    return tok, table
+
+
+def test_untrained_format_tokens_are_found_and_moved_out_of_their_cluster(tmp_path):
+    tok, table = clustered_vocabulary(tmp_path)
+    lora = train.LoraParams()
+    ids, report = train.select_train_tokens(lora, table, tok)
+    assert ids == [tok.end_of_turn] and report["trained"] == {"<end_of_turn>": tok.end_of_turn}
+    assert report["checked"]["<end_of_turn>"]["cosine_to_untrained"] > 0.99
+    assert report["checked"]["<start_of_turn>"]["untrained"] is False
+    assert {"<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<tool_call>"} <= set(report["checked"])
+    assert train.select_train_tokens(train.LoraParams(train_tokens="none"), table, tok)[0] == []
+    assert train.select_train_tokens(train.LoraParams(train_tokens=(2, "<tool_call>")), table, tok)[0] == [2, 8]
+
+    centroid = gemma.untrained_centroid(table, tok)
+    start = gemma.starting_rows(table, centroid, [tok.end_of_turn, 2])
+    unit = lambda x: x / np.linalg.norm(x)  # noqa: E731
+    assert float(unit(start[0]) @ np.asarray(centroid)) < gemma.UNTRAINED_COSINE  # out of the cluster
+    np.testing.assert_array_equal(start[1], table[2])  # a trained row starts as itself
+
+
+def test_a_vocabulary_without_unused_pieces_flags_nothing(tiny_base):
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    table = np.random.default_rng(0).normal(size=(tok.vocab_size, 16))
+    ids, report = train.select_train_tokens(train.LoraParams(), table, tok)
+    assert ids == [] and not any(c["untrained"] for c in report["checked"].values())
