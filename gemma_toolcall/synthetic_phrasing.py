@@ -8,6 +8,7 @@ Questions never name the tool: the intent comes from the tool's description, rew
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -44,7 +45,8 @@ def json_type(spec: dict) -> str | None:
     if isinstance(t, list):
         t = next((x for x in t if x != "null"), None)
     if t is None:
-        t = next((a.get("type") for a in spec.get("anyOf", ()) if isinstance(a, dict) and a.get("type") != "null"), None)
+        t = next((a.get("type") for a in spec.get("anyOf", ())
+                  if isinstance(a, dict) and a.get("type") != "null"), None)
     if t is None and spec.get("enum"):
         t = "string"
     return t
@@ -242,10 +244,11 @@ def draw_value(rng: random.Random, p: Param):
     if kind in ("date", "start_date", "end_date"):
         return f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
     if kind == "time":
-        return f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(7, 20):02d}:{rng.choice(['00', '15', '30', '45'])}:00"
+        minute = rng.choice(["00", "15", "30", "45"])
+        return f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(7, 20):02d}:{minute}:00"
     if kind == "id":
-        return rng.choice([str(rng.randint(1000, 999999)), f"{rng.choice('abcdefghkmnpqrstuvwxyz')}{rng.randint(100, 99999)}",
-                           f"{rng.getrandbits(32):08x}"])
+        return rng.choice([str(rng.randint(1000, 999999)), f"{rng.choice('abcdefghkmnpqrstuvwxyz')}"
+                           f"{rng.randint(100, 99999)}", f"{rng.getrandbits(32):08x}"])
     if kind == "wallet":
         return f"0x{rng.getrandbits(160):040x}"
     if kind == "secret":
@@ -337,7 +340,10 @@ navigate select take provide query click update close go save apply run wait cap
 add set generate execute remove move extract resize clear make show look compare translate summarize schedule write
 upload lookup record track book verify validate explore scrape crawl compute estimate detect parse render build plan
 fill press hover type scroll post publish fix format count evaluate monitor identify lookup explain recommend suggest
-discover browse load store insert edit modify draw play stop cancel rate search""".split())
+discover browse load store insert edit modify draw play stop cancel rate enable disable subtract multiply divide
+protect guide reset restart install register sign log join merge sort filter rename copy replace split combine tag
+assign approve invite share sync test train predict classify transcribe speak listen watch mark pin archive restore
+connect disconnect import export list""".split())
 NOT_VERBS = {"this", "is", "has", "was", "its", "as", "us", "news", "status", "analysis", "series", "always"}
 SCENARIOS = {
     "Weather": ["I'm planning a hike this weekend.", "We're flying out soon and I want to pack right.",
@@ -378,15 +384,15 @@ def intent(rng: random.Random, tool: Tool) -> str:
     """What the user wants from `tool`, without naming it: the first clause of its description as a request (or,
     for a tool with no usable English description, its name read as words)."""
     text = re.split(r"(?<=[.!?])\s|\n", tool.description.strip(), maxsplit=1)[0]
-    text = re.sub(r"^(this|a|the)?\s*(mcp )?(tool|function|endpoint)\s+(to|that|which|for)?\s*|^use (this )?(tool )?to\s+",
-                  "", text, flags=re.I)
+    text = re.sub(r"^(this|a|the)?\s*(mcp )?(tool|function|endpoint)\s+(to|that|which|for)?\s*"
+                  r"|^use (this )?(tool )?to\s+", "", text, flags=re.I)
     text = re.split(r"\s[-–—(]\s?|[:;]|,\s(?:and |which |including )", text)[0].strip().rstrip(".!")
     if len(text.split()) < 2 or sum(c.isascii() for c in text) < 0.9 * len(text):
         text = words(tool.short)
     text = " ".join(text.split()[:16])
     first, _, rest = text.partition(" ")
     base = _third_to_base(first)
-    if base in IMPERATIVES:
+    if base in IMPERATIVES or base != first.lower():  # "Subtracts the ..." reads as a verb too
         phrase = f"{base} {rest}".strip()
     else:
         phrase = f"{rng.choice(NON_VERB_LEADS)} {first if first[1:2].isupper() else first.lower()} {rest}".strip()
@@ -417,8 +423,8 @@ def question(rng: random.Random, tool_clauses: list[str], label: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Tool responses and what the assistant says around them.
 LABEL_FIELDS = {
-    "Weather": [("temperature_c", "number"), ("humidity", "count"), ("conditions", "conditions"), ("wind_kph", "number"),
-                ("date", "date"), ("location", "city")],
+    "Weather": [("temperature_c", "number"), ("humidity", "count"), ("conditions", "conditions"),
+                ("wind_kph", "number"), ("date", "date"), ("location", "city")],
     "Financial Services": [("symbol", "symbol"), ("price", "amount"), ("change_percent", "number"), ("volume", "count"),
                            ("currency", "currency"), ("as_of", "date")],
     "Cryptocurrency & Blockchain": [("asset", "crypto"), ("price_usd", "amount"), ("market_cap", "amount"),
@@ -433,7 +439,8 @@ LABEL_FIELDS = {
 GENERIC_FIELDS = [("id", "id"), ("name", "title"), ("description", "text"), ("url", "url"), ("created_at", "date"),
                   ("score", "number"), ("status", "status"), ("category", "word")]
 ERRORS = ["Error: rate limit exceeded, retry after {n} seconds", "HTTP error: {code}", "Request timed out after {n}s",
-          "Not found: no results for the given parameters", "Invalid parameter: {p}", "Service temporarily unavailable ({code})"]
+          "Not found: no results for the given parameters", "Invalid parameter: {p}",
+          "Service temporarily unavailable ({code})"]
 
 
 def _field_value(rng: random.Random, kind: str):
@@ -447,6 +454,14 @@ def _field_value(rng: random.Random, kind: str):
 def _record(rng: random.Random, fields: list) -> dict:
     chosen = [fields[0]] + rng.sample(fields[1:], k=rng.randint(2, len(fields) - 1))
     return {name: _field_value(rng, kind) for name, kind in chosen}
+
+
+@functools.lru_cache(maxsize=None)
+def record_pool(label: str) -> tuple[dict, ...]:
+    """Result records of a domain, drawn once from a fixed seed: a response samples them, which keeps generating
+    long responses cheap."""
+    rng = random.Random(f"records:{label}")
+    return tuple(_record(rng, LABEL_FIELDS.get(label, GENERIC_FIELDS)) for _ in range(1024))
 
 
 @dataclass(frozen=True)
@@ -464,8 +479,8 @@ def respond(rng: random.Random, tool: Tool, args: dict) -> Response:
                                           p=next(iter(args), "input"))
         content = json.dumps({"error": error}, indent=2) if rng.random() < 0.5 else error
         return Response(content, [], error)
-    fields = LABEL_FIELDS.get(tool.label, GENERIC_FIELDS)
-    records = [_record(rng, fields) for _ in range(rng.choice([1, 2, 3, 5, 8, 12, 20, 30]))]
+    records = rng.choices(record_pool(tool.label if tool.label in LABEL_FIELDS else ""),
+                          k=rng.choice([1, 2, 4, 8, 15, 25, 40, 60, 90]))
     facts = [(k, v) for r in records[:3] for k, v in list(r.items())[:2]]
     if roll < 0.25:
         lines = [f"{i + 1}. " + " | ".join(f"{k}: {v}" for k, v in r.items()) for i, r in enumerate(records)]

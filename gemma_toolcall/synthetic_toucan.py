@@ -173,11 +173,10 @@ def asked_for(tool: Tool) -> bool:
 
 
 def pick_tools(rng: random.Random, cat: Catalogue, plan: RowPlan) -> tuple[list[Tool], list[Tool]]:
-    """The tools offered (exactly plan.n_available, from one server and then others) and the targets among them
-    that a question can ask for."""
-    primary = cat.server_with(rng, plan.n_available)
-    available: list[Tool] = []
-    server = primary
+    """The tools offered (exactly plan.n_available: one askable tool, the rest of its server, then other servers)
+    and the targets among them that a question can ask for."""
+    server = cat.server_with(rng, plan.n_available)
+    available = [rng.choice([t for t in cat.servers[server] if cat.params[t] is not None and asked_for(t)])]
     while len(available) < plan.n_available:
         tools = [t for t in cat.servers[server] if t not in available]
         available += rng.sample(tools, k=min(len(tools), plan.n_available - len(available)))
@@ -238,7 +237,8 @@ def irrelevant_messages(rng: random.Random, cat: Catalogue, available: list[Tool
 
 
 def call_message(tool: Tool, args: dict) -> dict:
-    return {"role": "tool_call", "content": repr({"name": tool.name, "arguments": json.dumps(args, ensure_ascii=False)})}
+    call = {"name": tool.name, "arguments": json.dumps(args, ensure_ascii=False)}
+    return {"role": "tool_call", "content": repr(call)}
 
 
 @functools.lru_cache(maxsize=None)
