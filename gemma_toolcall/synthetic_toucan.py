@@ -9,6 +9,10 @@ Proportions come from the statistics measured on the real SFT config (`toucan_sf
 is assigned a cell (subset, target-tool count, user turns, available-tool bin) by quota, scaled from the real
 counts by largest remainder. At 119,287 rows the phase-1 table is the real one, cell for cell.
 
+Content comes from the real MCP tool catalogue Toucan was synthesized from (`mcp_catalogue`): every row offers real
+tools and asks for them in natural requests that state every argument (`synthetic_phrasing`). Rows are generated in
+chunks seeded from (seed, first row), so the output does not depend on how many processes generate it.
+
 About 0.5% of rows are malformed in the ways real data is (see MALFORMED_KINDS); the malformations are placed so
 that they leave the structural counts of a row unchanged.
 """
