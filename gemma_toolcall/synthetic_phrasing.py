@@ -383,6 +383,13 @@ def _third_to_base(word: str) -> str:
 def intent(rng: random.Random, tool: Tool) -> str:
     """What the user wants from `tool`, without naming it: the first clause of its description as a request (or,
     for a tool with no usable English description, its name read as words)."""
+    phrase, is_verb = described_action(tool)
+    return phrase if is_verb else f"{rng.choice(NON_VERB_LEADS)} {phrase}"
+
+
+@functools.lru_cache(maxsize=None)
+def described_action(tool: Tool) -> tuple[str, bool]:
+    """The description's first clause, starting with a verb in its base form when it has one (and whether it does)."""
     text = re.split(r"(?<=[.!?])\s|\n", tool.description.strip(), maxsplit=1)[0]
     text = re.sub(r"^(this|a|the)?\s*(mcp )?(tool|function|endpoint)\s+(to|that|which|for)?\s*"
                   r"|^use (this )?(tool )?to\s+", "", text, flags=re.I)
@@ -392,14 +399,12 @@ def intent(rng: random.Random, tool: Tool) -> str:
     text = " ".join(text.split()[:16])
     first, _, rest = text.partition(" ")
     base = _third_to_base(first)
-    if base in IMPERATIVES or base != first.lower():  # "Subtracts the ..." reads as a verb too
-        phrase = f"{base} {rest}".strip()
-    else:
-        phrase = f"{rng.choice(NON_VERB_LEADS)} {first if first[1:2].isupper() else first.lower()} {rest}".strip()
+    is_verb = base in IMPERATIVES or base != first.lower()  # "Subtracts the ..." reads as a verb too
+    phrase = f"{base if is_verb else first if first[1:2].isupper() else first.lower()} {rest}".strip()
     plain_word = tool.short.isalpha() and tool.short.islower()  # "click" may appear; "get_weather" never
     for identifier in (tool.name,) if plain_word else (tool.name, tool.short):
         phrase = phrase.replace(identifier, "it")
-    return phrase
+    return phrase, is_verb
 
 
 def clause(rng: random.Random, tool: Tool, params: tuple[Param, ...], args: dict) -> str:

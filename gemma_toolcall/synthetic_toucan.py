@@ -171,6 +171,7 @@ def catalogue() -> Catalogue:
                                             if params[t] is not None and asked_for(t)))
 
 
+@functools.lru_cache(maxsize=None)
 def asked_for(tool: Tool) -> bool:
     digest = hashlib.blake2b(f"{tool.server}::{tool.short}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") < ASKED_SHARE * 2**64

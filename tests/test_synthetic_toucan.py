@@ -3,6 +3,7 @@ import ast
 import csv
 import hashlib
 import json
+import re
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -114,8 +115,8 @@ def stated(value, text: str) -> bool:
         return True
     if isinstance(value, list):
         return all(stated(v, text) for v in value)
-    if isinstance(value, (int, float)):
-        return str(value) in text
+    if isinstance(value, (int, float)):  # as a whole number (5 is not in "2025"), a unit may follow: "1492px"
+        return re.search(rf"(?<![\d.]){re.escape(str(value))}(?!\d|\.\d)", text) is not None
     if len(value) == 10 and value[4] == value[7] == "-" and value.replace("-", "").isdigit():
         return value in text or spoken_date(value) in text
     return value in text
