@@ -32,7 +32,9 @@ def main() -> None:
         t0 = time.perf_counter()
         analyze.run(tmp / "raw", tmp / "analysis")
         t1 = time.perf_counter()
-        metrics = filter_stage.run(filter_stage.FilterParams(), tmp / "raw", tmp / "filtered", tmp / "data.json")
+        # The baseline splits by uuid; so does this comparison.
+        metrics = filter_stage.run(filter_stage.FilterParams(validation_by="uuid"), tmp / "raw", tmp / "filtered",
+                                   tmp / "data.json")
         t2 = time.perf_counter()
         render.run(render.RenderParams(), tmp / "filtered", tmp / "formatted", tmp / "render.json")
         t3 = time.perf_counter()

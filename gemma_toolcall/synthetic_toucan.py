@@ -9,17 +9,28 @@ Proportions come from the statistics measured on the real SFT config (`toucan_sf
 is assigned a cell (subset, target-tool count, user turns, available-tool bin) by quota, scaled from the real
 counts by largest remainder. At 119,287 rows the phase-1 table is the real one, cell for cell.
 
+Content comes from the real MCP tool catalogue Toucan was synthesized from (`mcp_catalogue`): every row offers real
+tools and asks for them in natural requests that state every argument (`synthetic_phrasing`). Rows are generated in
+chunks seeded from (seed, first row), so the output does not depend on how many processes generate it.
+
 About 0.5% of rows are malformed in the ways real data is (see MALFORMED_KINDS); the malformations are placed so
 that they leave the structural counts of a row unchanged.
 """
 from __future__ import annotations
 
+import bisect
+import functools
+import hashlib
 import json
 import random
 import uuid as uuidlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from gemma_toolcall import mcp_catalogue
+from gemma_toolcall import synthetic_phrasing as phrasing
+from gemma_toolcall.mcp_catalogue import Tool
 
 REAL_ROWS = 119_287
 SHARDS = 3
@@ -113,248 +124,147 @@ def plan_rows(rows: int, rng: np.random.Generator) -> list[RowPlan]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A catalogue of MCP-like servers: (domain, [(tool, description, {param: spec}, required)]), spec = type or enum list.
-DOMAINS = [
-    ("PubChem Data Access", [
-        ("search_compound", "Search PubChem for chemical compounds by name, formula or identifier and return matching CIDs.",
-         {"query": "string", "max_results": "integer"}, ["query"]),
-        ("get_compound_properties", "Get molecular weight, formula, IUPAC name, XLogP and other computed properties of a compound.",
-         {"cid": "integer"}, ["cid"]),
-        ("search_bioassay", "Search bioassays associated with a compound or target.", {"query": "string", "max_results": "integer"}, ["query"]),
-    ]),
-    ("Open Meteo Weather", [
-        ("get_current_weather", "Get the current weather conditions for a city or coordinates.", {"location": "string", "units": ["metric", "imperial"]}, ["location"]),
-        ("get_forecast", "Get a daily weather forecast for the next days.", {"location": "string", "days": "integer"}, ["location"]),
-        ("get_air_quality", "Get the air quality index and pollutant levels for a location.", {"location": "string"}, ["location"]),
-    ]),
-    ("Finance Market Data", [
-        ("get_stock_quote", "Get the latest quote for a stock ticker, including price, change and volume.", {"symbol": "string"}, ["symbol"]),
-        ("get_historical_prices", "Get historical daily prices of a ticker between two dates.", {"symbol": "string", "start_date": "string", "end_date": "string"}, ["symbol"]),
-        ("convert_currency", "Convert an amount between two currencies at the latest exchange rate.", {"amount": "number", "from_currency": "string", "to_currency": "string"}, ["amount", "from_currency", "to_currency"]),
-        ("get_company_profile", "Get a company's profile: sector, industry, market cap and description.", {"symbol": "string"}, ["symbol"]),
-    ]),
-    ("GitHub Repository Tools", [
-        ("search_repositories", "Search GitHub repositories by keyword, language and stars.", {"query": "string", "language": "string", "sort": ["stars", "forks", "updated"]}, ["query"]),
-        ("list_issues", "List issues of a repository filtered by state and labels.", {"owner": "string", "repo": "string", "state": ["open", "closed", "all"]}, ["owner", "repo"]),
-        ("get_file_contents", "Get the contents of a file in a repository at a ref.", {"owner": "string", "repo": "string", "path": "string"}, ["owner", "repo", "path"]),
-        ("create_issue", "Create an issue in a repository.", {"owner": "string", "repo": "string", "title": "string", "body": "string"}, ["owner", "repo", "title"]),
-    ]),
-    ("Calendar Scheduler", [
-        ("list_events", "List calendar events between two dates.", {"start_date": "string", "end_date": "string"}, ["start_date"]),
-        ("create_event", "Create a calendar event with a title, start time and duration in minutes.", {"title": "string", "start_time": "string", "duration_minutes": "integer"}, ["title", "start_time"]),
-        ("find_free_slot", "Find the first free slot of a given length on a date.", {"date": "string", "duration_minutes": "integer"}, ["date", "duration_minutes"]),
-    ]),
-    ("Flight Search", [
-        ("search_flights", "Search one-way flights between two airports on a date.", {"origin": "string", "destination": "string", "date": "string", "passengers": "integer"}, ["origin", "destination", "date"]),
-        ("get_flight_status", "Get the live status of a flight by its number.", {"flight_number": "string"}, ["flight_number"]),
-        ("get_airport_info", "Get details about an airport by IATA code.", {"iata_code": "string"}, ["iata_code"]),
-    ]),
-    ("Recipe Finder", [
-        ("search_recipes", "Search recipes by ingredients and diet.", {"ingredients": "array", "diet": ["none", "vegetarian", "vegan", "gluten-free"]}, ["ingredients"]),
-        ("get_nutrition", "Get nutrition facts for a food item per 100 g.", {"food": "string"}, ["food"]),
-    ]),
-    ("Wikipedia Knowledge", [
-        ("search_articles", "Search Wikipedia articles and return titles with snippets.", {"query": "string", "limit": "integer", "language": "string"}, ["query"]),
-        ("get_article_summary", "Get the summary section of a Wikipedia article.", {"title": "string"}, ["title"]),
-    ]),
-    ("Math Toolkit", [
-        ("calculate", "Evaluate an arithmetic expression exactly.", {"expression": "string"}, ["expression"]),
-        ("solve_equation", "Solve an equation for a variable.", {"equation": "string", "variable": "string"}, ["equation"]),
-        ("unit_convert", "Convert a value between units of the same dimension.", {"value": "number", "from_unit": "string", "to_unit": "string"}, ["value", "from_unit", "to_unit"]),
-    ]),
-    ("News Aggregator", [
-        ("get_headlines", "Get top headlines for a country and category.", {"country": "string", "category": ["business", "science", "sports", "technology"]}, ["country"]),
-        ("search_news", "Search news articles by keyword and date range.", {"query": "string", "from_date": "string"}, ["query"]),
-    ]),
-    ("Maps and Places", [
-        ("geocode", "Turn an address into latitude and longitude.", {"address": "string"}, ["address"]),
-        ("search_nearby", "Search places of a type near coordinates within a radius in metres.", {"latitude": "number", "longitude": "number", "place_type": "string", "radius": "integer"}, ["latitude", "longitude", "place_type"]),
-        ("get_directions", "Get directions between two places by a travel mode.", {"origin": "string", "destination": "string", "mode": ["driving", "walking", "transit"]}, ["origin", "destination"]),
-    ]),
-    ("Academic Papers", [
-        ("search_papers", "Search arXiv papers by query, sorted by relevance or date.", {"query": "string", "max_results": "integer"}, ["query"]),
-        ("get_paper_details", "Get the abstract, authors and categories of a paper by arXiv id.", {"paper_id": "string"}, ["paper_id"]),
-    ]),
-    ("Crypto Prices", [
-        ("get_coin_price", "Get the current price of a cryptocurrency in a fiat currency.", {"coin": "string", "vs_currency": "string"}, ["coin"]),
-        ("get_market_chart", "Get a coin's price history over a number of days.", {"coin": "string", "days": "integer"}, ["coin", "days"]),
-    ]),
-    ("Email Assistant", [
-        ("send_email", "Send an email to a recipient with subject and body.", {"to": "string", "subject": "string", "body": "string"}, ["to", "subject", "body"]),
-        ("search_inbox", "Search the inbox for messages matching a query.", {"query": "string", "unread_only": "boolean"}, ["query"]),
-    ]),
-    ("Translation Service", [
-        ("translate_text", "Translate text into a target language.", {"text": "string", "target_language": "string", "source_language": "string"}, ["text", "target_language"]),
-        ("detect_language", "Detect the language of a text.", {"text": "string"}, ["text"]),
-    ]),
-]
-PROVIDERS = ["", "Pro", "Lite", "Hub", "Plus", "Cloud", "Open", "Express"]
-
-VALUES = {
-    "query": ["aspirin", "caffeine", "machine learning", "climate change", "graph neural networks", "ibuprofen", "rust async runtime", "solar panels"],
-    "location": ["Paris", "Tokyo", "New York", "Nairobi", "São Paulo", "Berlin", "Sydney"],
-    "symbol": ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "GOOGL"],
-    "owner": ["torvalds", "google", "huggingface", "pallets"], "repo": ["linux", "jax", "transformers", "flask"],
-    "path": ["README.md", "setup.py", "src/main.rs"], "title": ["Team sync", "Bug: crash on start", "Photosynthesis", "Dentist"],
-    "body": ["Steps to reproduce are in the log.", "Please see the attached notes."], "subject": ["Quarterly report", "Meeting tomorrow"],
-    "to": ["alice@example.com", "bob@example.org"], "expression": ["(17 * 23) + 4", "2**10 - 1", "sqrt(144) * 3"],
-    "equation": ["2*x + 3 = 11", "x**2 - 4 = 0"], "variable": ["x"], "food": ["banana", "oats", "salmon"],
-    "coin": ["bitcoin", "ethereum", "solana"], "vs_currency": ["usd", "eur"], "country": ["us", "gb", "de", "jp"],
-    "origin": ["SFO", "JFK", "Lyon", "CDG"], "destination": ["LHR", "NRT", "Marseille", "FRA"], "flight_number": ["BA287", "LH400", "NH7"],
-    "iata_code": ["SFO", "HND", "CDG"], "address": ["1600 Amphitheatre Parkway, Mountain View", "10 Downing Street, London"],
-    "place_type": ["restaurant", "pharmacy", "museum"], "paper_id": ["1706.03762", "2005.14165"], "text": ["Good morning, how are you?", "Where is the station?"],
-    "target_language": ["fr", "de", "es", "ja"], "source_language": ["en"], "language": ["en", "python", "de"],
-    "from_currency": ["USD", "EUR"], "to_currency": ["JPY", "GBP"], "from_unit": ["km", "lb"], "to_unit": ["mi", "kg"],
-    "ingredients": ["tomato", "basil", "rice", "chickpeas"], "start_date": ["2025-03-01", "2025-06-10"], "end_date": ["2025-03-31", "2025-06-20"],
-    "date": ["2025-07-14", "2025-09-02"], "from_date": ["2025-01-01"], "start_time": ["2025-05-02T10:00", "2025-05-03T15:30"],
-}
+# Rows: real tools from the MCP catalogue, natural requests for them (synthetic_phrasing), shaped responses.
 NON_ENGLISH = [
     "¿Puedes ayudarme con esto? {q}", "Kannst du mir bitte helfen: {q}", "Peux-tu m'aider avec ceci : {q}",
     "请帮我处理一下：{q}", "これを手伝ってもらえますか：{q}",
 ]
-GENERAL_QUESTIONS = [
-    "What is the capital of Australia, and why was it chosen?", "Can you write a haiku about autumn leaves?",
-    "Explain the difference between a virus and a bacterium.", "What are some tips for improving my sleep?",
-    "Who wrote 'Pride and Prejudice' and when was it published?", "How do I politely decline a meeting invitation?",
+FOLLOW_UPS = [  # a later turn of a multi-turn row that needs no tool
+    ("Thanks! Can you explain that in simpler terms?", "Sure: in short, the results above answer your question; "
+     "the first entry is the most relevant one."),
+    ("Great, that's all I needed.", "Glad I could help! Let me know if anything else comes up."),
+    ("Could you summarise that in one sentence?", "In one sentence: the request went through and the key values "
+     "are listed above."),
+    ("Is that the most recent data?", "It's what the service returned just now, so it should be current."),
 ]
+# Real SFT asks for 2,200 distinct target tools out of the catalogue's 3,150: questions exist for a fixed part of
+# the catalogue (chosen by a hash of the tool's name, not the seed); the rest is only ever offered.
+ASKED_SHARE = 0.4
+ROW_CHUNK = 4096  # rows per independently seeded chunk: the output does not depend on how chunks are scheduled
 
 
-@dataclass(frozen=True)
-class Tool:
-    server: str
-    slug: str
-    short: str
-    description: str
-    params: dict
-    required: tuple
+@dataclass(frozen=True, eq=False)
+class Catalogue:
+    servers: tuple  # tuple of tuples of Tool
+    params: dict  # Tool -> its phrasable parameters, or None when it cannot be asked for
+    askable: tuple  # (server index, tool) of every tool a question can ask for
 
-    @property
-    def name(self) -> str:
-        return f"{self.slug}-{self.short}"
+    @functools.cached_property
+    def servers_by_size(self) -> list[tuple[int, int]]:
+        """(tool count, index) of every server with an askable tool, smallest first."""
+        return sorted({(len(self.servers[i]), i) for i, _ in self.askable})
 
-    def spec(self) -> dict:
-        props = {}
-        for p, t in self.params.items():
-            title = p.replace("_", " ").title()
-            if isinstance(t, list):
-                props[p] = {"enum": t, "title": title, "type": "string"}
-            elif t == "array":
-                props[p] = {"items": {"type": "string"}, "title": title, "type": "array"}
-            else:
-                props[p] = {"title": title, "type": t}
-            if p not in self.required and not isinstance(t, list):
-                props[p]["default"] = {"integer": 10, "number": 1.0, "boolean": False}.get(t)
-        # Real MCP descriptions often carry a docstring-style argument list.
-        doc = "\n".join(f"    {p}: the {p.replace('_', ' ')} to use" + ("" if p in self.required else " (optional)")
-                        for p in self.params)
-        return {"type": "function", "function": {
-            "name": self.name, "description": f"{self.description}\n\n    Args:\n{doc}\n",
-            "parameters": {"type": "object", "properties": props, "required": list(self.required),
-                           "title": f"{self.short}Arguments"}}}
+    def server_with(self, rng: random.Random, n_tools: int) -> int:
+        """A server that has an askable tool and, when one does, at least `n_tools` tools: a real row offers every
+        tool of its servers, so most rows come from one server big enough."""
+        first = bisect.bisect_left(self.servers_by_size, (n_tools, -1))
+        if first == len(self.servers_by_size) or rng.random() < 0.2:
+            return rng.choice(self.askable)[0]
+        return rng.choice(self.servers_by_size[first:])[1]
 
 
-def build_catalogue() -> list[list[Tool]]:
-    servers = []
-    for domain, tools in DOMAINS:
-        for provider in PROVIDERS:
-            server = f"{domain} {provider}".strip() + " Server"
-            slug = server.lower().replace(" ", "-")
-            servers.append([Tool(server, slug, short, desc, params, tuple(req)) for short, desc, params, req in tools])
-    return servers
+@functools.lru_cache(maxsize=1)
+def catalogue() -> Catalogue:
+    servers = mcp_catalogue.load()
+    params = {t: phrasing.params_of(t) for tools in servers for t in tools}
+    return Catalogue(servers, params, tuple((i, t) for i, tools in enumerate(servers) for t in tools
+                                            if params[t] is not None and asked_for(t)))
 
 
-def _value(rng: random.Random, param: str, spec):
-    if isinstance(spec, list):
-        return rng.choice(spec)
-    if spec == "integer":
-        return rng.choice([1, 3, 5, 10, 20, 2244, 60])
-    if spec == "number":
-        return round(rng.uniform(-50, 500), 2)
-    if spec == "boolean":
-        return rng.random() < 0.5
-    pool = VALUES.get(param, ["example"])
-    return rng.sample(pool, k=min(2, len(pool))) if spec == "array" else rng.choice(pool)
+@functools.lru_cache(maxsize=None)
+def asked_for(tool: Tool) -> bool:
+    digest = hashlib.blake2b(f"{tool.server}::{tool.short}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < ASKED_SHARE * 2**64
 
 
-def _arguments(rng: random.Random, tool: Tool) -> dict:
-    return {p: _value(rng, p, s) for p, s in tool.params.items() if p in tool.required or rng.random() < 0.4}
+def pick_tools(rng: random.Random, cat: Catalogue, plan: RowPlan) -> tuple[list[Tool], list[Tool]]:
+    """The tools offered (exactly plan.n_available: one askable tool, the rest of its server, then other servers)
+    and the targets among them that a question can ask for."""
+    server = cat.server_with(rng, plan.n_available)
+    available = [rng.choice([t for t in cat.servers[server] if cat.params[t] is not None and asked_for(t)])]
+    while len(available) < plan.n_available:
+        tools = [t for t in cat.servers[server] if t not in available]
+        available += rng.sample(tools, k=min(len(tools), plan.n_available - len(available)))
+        server = rng.randrange(len(cat.servers))
+    askable = [t for t in available if cat.params[t] is not None and asked_for(t)]
+    return available, rng.sample(askable, k=min(plan.n_targets, len(askable)))
 
 
-def _response(rng: random.Random, tool: Tool, args: dict) -> str:
-    roll = rng.random()
-    if roll < 0.08:
-        return json.dumps({"error": f"HTTP error: {rng.choice([400, 404, 429, 500])}", "tool": tool.short}, indent=2)
-    if roll < 0.2:
-        return f"{tool.short} finished: {len(args)} argument(s) processed, see details above."
-    items = [{"id": rng.randrange(10**6), "label": f"{tool.short.replace('_', ' ')} result {i + 1}",
-              "score": round(rng.random(), 3), "summary": rng.choice(VALUES["text"] + VALUES["title"]),
-              "source": f"https://{tool.slug}.example.com/item/{rng.randrange(10**8)}"}
-             for i in range(rng.randint(2, 14))]
-    return json.dumps({"request": args, "count": len(items), "results": items}, indent=2, ensure_ascii=False)
+def target_names(rng: random.Random, cat: Catalogue, plan: RowPlan, available: list[Tool], targets: list[Tool]) -> str:
+    # When the offered tools hold fewer askable tools than the plan's count, the rest are named but not offered.
+    unoffered = [rng.choice(cat.askable)[1] for _ in range(plan.n_targets - len(targets))]
+    multi_server = len({t.server for t in available + unoffered}) > 1
+    return ", ".join(f"{t.server}::{t.short}" if multi_server else t.short for t in targets + unoffered)
 
 
-def _ask(rng: random.Random, tools: list[Tool], args: list[dict]) -> str:
-    parts = [f"{t.description[0].lower()}{t.description[1:].split('.')[0]} (for {', '.join(str(v) for v in a.values()) or 'defaults'})"
-             for t, a in zip(tools, args)]
-    q = rng.choice(["Could you {x}?", "I need to {x}.", "Please {x}, thanks!", "Help me {x}."]).format(x=" and then ".join(parts))
-    return rng.choice(NON_ENGLISH).format(q=q) if rng.random() < 0.05 else q
-
-
-def _call(tool: Tool, args: dict) -> dict:
-    return {"role": "tool_call", "content": repr({"name": tool.name, "arguments": json.dumps(args, ensure_ascii=False)})}
-
-
-def _task_messages(rng: random.Random, calls: list[Tool]) -> list[dict]:
+def task_messages(rng: random.Random, cat: Catalogue, calls: list[Tool]) -> list[dict]:
     """One user request served by `calls`: parallel (K calls then K responses) or one after another."""
-    if not calls:  # a follow-up turn of a multi-turn row that needs no tool
-        return [{"role": "user", "content": rng.choice(GENERAL_QUESTIONS)},
-                {"role": "assistant", "content": "I can answer that directly, no tool needed."}]
-    args = [_arguments(rng, t) for t in calls]
-    msgs = [{"role": "user", "content": _ask(rng, calls, args)}]
-    if rng.random() < 0.5:
-        msgs.append({"role": "assistant", "content": f"I'll use {calls[0].short} to look into that."})
+    if not calls:
+        follow_up, reply = rng.choice(FOLLOW_UPS)
+        return [{"role": "user", "content": follow_up}, {"role": "assistant", "content": reply}]
+    args = [phrasing.draw_arguments(rng, cat.params[t]) for t in calls]
+    clauses = [phrasing.clause(rng, t, cat.params[t], a) for t, a in zip(calls, args)]
+    ask = phrasing.question(rng, clauses, calls[0].label)
+    if rng.random() < 0.05:
+        ask = rng.choice(NON_ENGLISH).format(q=ask)
+    msgs = [{"role": "user", "content": ask}]
+    if rng.random() < 0.6:
+        msgs.append({"role": "assistant", "content": phrasing.preamble(rng, phrasing.intent(rng, calls[0]))})
+    responses = [phrasing.respond(rng, t, a) for t, a in zip(calls, args)]
     if len(calls) > 1 and rng.random() < 0.4:
-        msgs += [_call(t, a) for t, a in zip(calls, args)]
-        msgs += [{"role": "tool_response", "content": _response(rng, t, a)} for t, a in zip(calls, args)]
+        msgs += [call_message(t, a) for t, a in zip(calls, args)]
+        msgs += [{"role": "tool_response", "content": r.content} for r in responses]
     else:
-        for i, (t, a) in enumerate(zip(calls, args)):
-            if i:
-                msgs.append({"role": "assistant", "content": f"Next, {t.short.replace('_', ' ')}."})
-            msgs += [_call(t, a), {"role": "tool_response", "content": _response(rng, t, a)}]
-    msgs.append({"role": "assistant", "content": f"Here is what I found using {', '.join(t.short for t in calls)}: "
-                 + "the results are summarised above, with the top entries highlighted."})
+        for i, (t, a, r) in enumerate(zip(calls, args, responses)):
+            if i and rng.random() < 0.7:
+                msgs.append({"role": "assistant", "content": phrasing.next_step(rng, phrasing.intent(rng, t))})
+            msgs += [call_message(t, a), {"role": "tool_response", "content": r.content}]
+    msgs.append({"role": "assistant", "content": phrasing.answer(rng, responses)})
     return msgs
 
 
-def make_row(rng: random.Random, plan: RowPlan, catalogue: list[list[Tool]]) -> dict:
-    primary = rng.randrange(len(catalogue))
-    available: list[Tool] = []
-    server = primary
-    while len(available) < plan.n_available:
-        tools = catalogue[server]
-        available += rng.sample(tools, k=min(len(tools), plan.n_available - len(available)))
-        server = (server + 1 + rng.randrange(len(catalogue) - 1)) % len(catalogue)
-    targets = rng.sample(available, k=min(plan.n_targets, len(available)))
-    spill = catalogue[(primary + 1) % len(catalogue)]
-    unavailable = [spill[i % len(spill)] for i in range(plan.n_targets - len(targets))]
-    multi_server = len({t.server for t in available + unavailable}) > 1
-    target_names = [f"{t.server}::{t.short}" if multi_server else t.short for t in targets + unavailable]
+def irrelevant_messages(rng: random.Random, cat: Catalogue, available: list[Tool], n_asks: int) -> list[dict]:
+    """A request for tools of another domain than every offered one, answered in plain text with no call."""
+    offered = {t.label for t in available}
+    asked = []
+    for _ in range(20 * n_asks):
+        _, tool = rng.choice(cat.askable)
+        if tool.label not in offered and tool not in asked:
+            asked.append(tool)
+        if len(asked) == n_asks:
+            break
+    asked = asked or [rng.choice(cat.askable)[1]]
+    clauses = [phrasing.clause(rng, t, cat.params[t], phrasing.draw_arguments(rng, cat.params[t])) for t in asked]
+    helper = rng.choice(available)
+    reply = phrasing.refusal(rng, phrasing.intent(rng, asked[0]), helper.label, phrasing.intent(rng, helper))
+    return [{"role": "user", "content": phrasing.question(rng, clauses, asked[0].label)},
+            {"role": "assistant", "content": reply}]
 
+
+def call_message(tool: Tool, args: dict) -> dict:
+    call = {"name": tool.name, "arguments": json.dumps(args, ensure_ascii=False)}
+    return {"role": "tool_call", "content": repr(call)}
+
+
+@functools.lru_cache(maxsize=None)
+def spec_json(tool: Tool) -> str:
+    return json.dumps(tool.spec(), ensure_ascii=False)
+
+
+def make_row(rng: random.Random, plan: RowPlan, cat: Catalogue) -> dict:
+    available, targets = pick_tools(rng, cat, plan)
     if plan.subset == "irrelevant":
-        messages = [{"role": "user", "content": rng.choice(GENERAL_QUESTIONS)},
-                    {"role": "assistant", "content": "None of the available tools fit this request, so I'll answer "
-                     "from general knowledge: " + rng.choice(GENERAL_QUESTIONS).lower()}]
+        messages = irrelevant_messages(rng, cat, available, max(1, min(plan.n_targets, 2)))
     else:
         messages = []
-        per_turn = [targets[i::plan.user_turns] for i in range(plan.user_turns)]
-        for calls in per_turn:
-            messages += _task_messages(rng, calls)
+        for calls in (targets[i::plan.user_turns] for i in range(plan.user_turns)):
+            messages += task_messages(rng, cat, calls)
     return {
         "uuid": str(uuidlib.UUID(int=rng.getrandbits(128), version=4)),
         "subset_name": plan.subset,
         "question": messages[0]["content"],
-        "target_tools": ", ".join(target_names),
-        "tools": json.dumps([t.spec() for t in available], ensure_ascii=False),
+        "target_tools": target_names(rng, cat, plan, available, targets),
+        "tools": "[" + ", ".join(spec_json(t) for t in available) + "]",  # == json.dumps of the list
         "messages": messages,
     }
 
@@ -379,23 +289,45 @@ def malform(row: dict, kind: str, rng: random.Random) -> None:
     row["messages"] = json.dumps(msgs, ensure_ascii=False)
 
 
-def generate(rows: int, seed: int, progress=None):
-    """Yield `rows` Toucan SFT rows (dicts of the six columns), deterministic from `seed`."""
+@dataclass(frozen=True)
+class Chunk:
+    """Rows [start, start + len(plans)) of a run: generated on their own from (seed, start)."""
+    seed: int
+    start: int
+    plans: tuple
+    malformed: dict  # row index within the chunk -> malformation kind
+
+
+def plan_chunks(rows: int, seed: int) -> list[Chunk]:
     if rows < 1:
         raise ValueError(f"download.rows must be >= 1, got {rows}")
     np_rng = np.random.default_rng(seed)
-    rng = random.Random(seed)
-    catalogue = build_catalogue()
     plans = plan_rows(rows, np_rng)
     n_bad = round(rows * MALFORMED_SHARE)
     bad_rows = {int(i): MALFORMED_KINDS[k % len(MALFORMED_KINDS)]
                 for k, i in enumerate(np_rng.choice(rows, size=n_bad, replace=False))}
-    for i, plan in enumerate(plans):
-        row = make_row(rng, plan, catalogue)
-        if i in bad_rows:
-            malform(row, bad_rows[i], rng)
+    return [Chunk(seed, s, tuple(plans[s:s + ROW_CHUNK]),
+                  {i - s: kind for i, kind in bad_rows.items() if s <= i < s + ROW_CHUNK})
+            for s in range(0, rows, ROW_CHUNK)]
+
+
+def chunk_rows(chunk: Chunk) -> list[dict]:
+    rng = random.Random(f"{chunk.seed}:{chunk.start}")
+    cat = catalogue()
+    out = []
+    for i, plan in enumerate(chunk.plans):
+        row = make_row(rng, plan, cat)
+        if i in chunk.malformed:
+            malform(row, chunk.malformed[i], rng)
         else:
             row["messages"] = json.dumps(row["messages"], ensure_ascii=False)
+        out.append(row)
+    return out
+
+
+def generate(rows: int, seed: int, progress=None):
+    """Yield `rows` Toucan SFT rows (dicts of the six columns), deterministic from `seed`."""
+    for chunk in plan_chunks(rows, seed):
+        yield from chunk_rows(chunk)
         if progress is not None:
-            progress.update(1)
-        yield row
+            progress.update(len(chunk.plans))

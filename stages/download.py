@@ -6,7 +6,9 @@ stand-in generated from a seed; the default, so `dvc repro` runs anywhere).
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -70,19 +72,32 @@ def copy_local(p: DownloadParams, out: Path) -> None:
         shutil.copyfile(shard, out / toucan.CONFIG / shard.name)
 
 
-def write_synthetic(p: DownloadParams, out: Path, shards: int = synthetic_toucan.SHARDS,
-                    row_group_size: int = 4096) -> None:
+def synthetic_table(spill_dir: str, chunk: synthetic_toucan.Chunk) -> str:
+    """One chunk of stand-in rows (in a worker), spilled to an Arrow file."""
+    return toucan.spill(pa.Table.from_pylist(synthetic_toucan.chunk_rows(chunk), schema=toucan.SCHEMA), spill_dir)
+
+
+def write_synthetic(p: DownloadParams, out: Path, shards: int = synthetic_toucan.SHARDS) -> None:
+    """Chunks are generated in parallel, each from its own seed, and written in order: the shards are byte-identical
+    whatever the number of workers."""
     (out / toucan.CONFIG).mkdir(parents=True)
     bounds = [p.rows * i // shards for i in range(shards + 1)]
-    rows = synthetic_toucan.generate(p.rows, p.seed, progress=tqdm(total=p.rows, desc="synthetic", unit="row"))
-    for i in range(shards):
-        path = out / toucan.CONFIG / f"train-{i:05d}-of-{shards:05d}.parquet"
-        with pq.ParquetWriter(path, toucan.SCHEMA, **toucan.PARQUET_OPTIONS) as writer:
-            remaining = bounds[i + 1] - bounds[i]
-            while remaining:
-                chunk = [next(rows) for _ in range(min(row_group_size, remaining))]
-                remaining -= len(chunk)
-                writer.write_table(pa.Table.from_pylist(chunk, schema=toucan.SCHEMA))
+    chunks = synthetic_toucan.plan_chunks(p.rows, p.seed)
+    writers = [pq.ParquetWriter(out / toucan.CONFIG / f"train-{i:05d}-of-{shards:05d}.parquet", toucan.SCHEMA,
+                                **toucan.PARQUET_OPTIONS) for i in range(shards)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="synthetic-spill-") as spill_dir, \
+                tqdm(total=p.rows, desc="synthetic", unit="row") as bar:
+            for chunk, path in zip(chunks, toucan.parallel_map(functools.partial(synthetic_table, spill_dir), chunks)):
+                table = toucan.unspill(path)
+                for i, writer in enumerate(writers):  # the part of the chunk that falls in shard i
+                    lo, hi = max(bounds[i], chunk.start), min(bounds[i + 1], chunk.start + table.num_rows)
+                    if lo < hi:
+                        writer.write_table(table.slice(lo - chunk.start, hi - lo))
+                bar.update(table.num_rows)
+    finally:
+        for writer in writers:
+            writer.close()
 
 
 def run(p: DownloadParams, out: Path) -> None:

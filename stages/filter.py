@@ -2,8 +2,9 @@
 
 Selection is vectorised over Arrow batches (structural counts); only the rows that pass it are parsed in full, and
 a row that does not parse is counted under its kind and dropped, never raised. Kept rows keep their original
-columns and go to data/filtered/{train,validation}.parquet; a row's side is a hash of its uuid, so it never moves
-when other rows change. Drop counts go to metrics/data.json.
+columns and go to data/filtered/{train,validation}.parquet. A row's side is a hash of its servers (validation_by:
+server, the default: validation measures tools never seen in training) or of its uuid; either way it never moves when
+other rows change. Drop counts go to metrics/data.json.
 """
 from __future__ import annotations
 
@@ -14,18 +15,20 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from gemma_toolcall import toucan
+from gemma_toolcall import mcp_catalogue, toucan
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.params import load_section
 
 SPLITS = ("train", "validation")
 DROP_RULES = ("multi_turn", "too_many_tools_used", "too_many_tools_available")
+STRADDLES = "straddles_split"  # validation_by: server, a row whose servers fall on both sides
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class FilterParams:
     max_tools_used: int = 2
     max_tools_available: int = 3
     validation_fraction: float = 0.05
+    validation_by: Literal["server", "uuid"] = "server"
     seed: int = 0
 
     def validate(self):
@@ -45,6 +49,22 @@ class FilterParams:
 def is_validation(uuid: str, fraction: float, seed: int) -> bool:
     digest = hashlib.blake2b(f"{seed}:{uuid}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") < fraction * 2**64
+
+
+def row_servers(row: dict, conv: toucan.Conversation) -> set[str]:
+    """The server slugs of every tool the row offers (`<slug>-<tool>`); "Server Name::tool" targets name servers
+    the catalogue may not know."""
+    named = frozenset(mcp_catalogue.slug(t.split("::")[0].strip()) for t in row["target_tools"].split(",") if "::" in t)
+    return {mcp_catalogue.tool_server(spec["name"], named) for spec in conv.tools}
+
+
+def split_side(p: FilterParams, row: dict, conv: toucan.Conversation) -> str:
+    """train or validation; by server, a server's rows all go to one side (its hash decides), and a row spanning
+    servers of both sides is dropped: sent either way it would show a server on both sides."""
+    if p.validation_by == "uuid":
+        return "validation" if is_validation(row["uuid"], p.validation_fraction, p.seed) else "train"
+    sides = {is_validation(s, p.validation_fraction, p.seed) for s in row_servers(row, conv)} or {False}
+    return STRADDLES if len(sides) > 1 else "validation" if sides == {True} else "train"
 
 
 def select(batch: pa.RecordBatch, p: FilterParams, dropped: dict[str, int]) -> pa.RecordBatch:
@@ -64,16 +84,16 @@ def select(batch: pa.RecordBatch, p: FilterParams, dropped: dict[str, int]) -> p
 def verdict(p: FilterParams, row: dict) -> str:
     """A row's split, or the malformation kind it is dropped for."""
     try:
-        toucan.parse_row(row)
+        conv = toucan.parse_row(row)
     except toucan.MalformedRow as e:
         return e.kind
-    return "validation" if is_validation(row["uuid"], p.validation_fraction, p.seed) else "train"
+    return split_side(p, row, conv)
 
 
 def filter_row_group(p: FilterParams, spill_dir: str, group: toucan.RowGroup) -> tuple[dict[str, str], dict[str, int]]:
     """One row group (in a worker): select, then parse in full only the rows that pass. Returns the kept rows per
     split (spilled to Arrow files) and the drop counts."""
-    dropped = dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
+    dropped = dict.fromkeys(DROP_RULES + (STRADDLES,) + toucan.MalformedRow.KINDS, 0)
     kept: dict[str, list] = {s: [] for s in SPLITS}
     for batch in toucan.read_row_group(group):
         candidates = select(batch, p, dropped)
@@ -88,7 +108,7 @@ def filter_row_group(p: FilterParams, spill_dir: str, group: toucan.RowGroup) ->
 
 def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
     groups = toucan.row_groups(toucan.shard_paths(raw))
-    dropped = dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
+    dropped = dict.fromkeys(DROP_RULES + (STRADDLES,) + toucan.MalformedRow.KINDS, 0)
     kept = dict.fromkeys(SPLITS, 0)
     with building(out) as tmp, tempfile.TemporaryDirectory(prefix="filter-spill-") as spill_dir:
         writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", toucan.SCHEMA, **toucan.PARQUET_OPTIONS) for s in SPLITS}
@@ -110,7 +130,8 @@ def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
     malformed = {k: dropped.pop(k) for k in toucan.MalformedRow.KINDS}
     metrics = {
         "rows_in": sum(g.num_rows for g in groups),
-        "eligible": sum(kept.values()) + sum(malformed.values()),  # passed the three selection rules
+        "eligible": sum(kept.values()) + sum(malformed.values()) + dropped[STRADDLES],  # passed the three rules
+        "validation_by": p.validation_by,
         "kept": sum(kept.values()),
         **{f"kept_{s}": n for s, n in kept.items()},
         "dropped": {**dropped, "malformed": {**malformed, "total": sum(malformed.values())}},

@@ -30,7 +30,7 @@ def test_analyze_matches_brute_force(raw_small, tmp_path):
 
 
 def test_filter_counts_every_row_and_keeps_only_eligible(raw_small, tmp_path):
-    p = filter_stage.FilterParams()
+    p = filter_stage.FilterParams(validation_by="uuid")  # the baseline below splits by uuid
     m = filter_stage.run(p, raw_small, tmp_path / "filtered", tmp_path / "data.json")
     assert json.loads((tmp_path / "data.json").read_text()) == m
     dropped = m["dropped"]
@@ -122,3 +122,30 @@ def test_bad_params_say_what_to_fix(values, message):
 def test_bad_literal_param():
     with pytest.raises(ConfigError, match="render.json_style must be one of"):
         from_dict("render", render.RenderParams, {"json_style": "indent"})
+
+
+def test_validation_by_server_holds_out_whole_servers(raw_small, tmp_path):
+    """No server offers tools on both sides; rows spanning both sides are counted, not kept."""
+    from gemma_toolcall import mcp_catalogue
+
+    slugs_of = {}  # a full tool name -> the slugs it can belong to (in the catalogue)
+    for tools in mcp_catalogue.load():
+        for t in tools:
+            slugs_of.setdefault(t.name, set()).add(t.slug)
+    p = filter_stage.FilterParams(validation_fraction=0.2)
+    m = filter_stage.run(p, raw_small, tmp_path / "f", tmp_path / "m.json")
+    servers = {}
+    for side in ("train", "validation"):
+        rows = pq.read_table(tmp_path / "f" / f"{side}.parquet").to_pylist()
+        servers[side] = {s for r in rows for t in json.loads(r["tools"]) for s in slugs_of[t["function"]["name"]]}
+        assert all(filter_stage.split_side(p, r, toucan.parse_row(r)) == side for r in rows)
+    assert servers["train"] and servers["validation"] and not servers["train"] & servers["validation"]
+    assert m["validation_by"] == "server" and m["kept"] + m["dropped"]["straddles_split"] \
+        + m["dropped"]["malformed"]["total"] == m["eligible"]
+
+
+def test_row_servers_of_real_names():
+    """Slugs and tool names may both hold '-': the catalogue's slugs and the row's "Server::tool" targets decide."""
+    conv = toucan.Conversation([{"name": "time-mcp-server-current-time"}, {"name": "my-own-server-do_it"}], [])
+    row = {"target_tools": "Time MCP Server::current-time, My Own Server::do_it"}
+    assert filter_stage.row_servers(row, conv) == {"time-mcp-server", "my-own-server"}

@@ -3,6 +3,7 @@ import ast
 import csv
 import hashlib
 import json
+import re
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -96,3 +97,88 @@ def test_full_size_reproduces_the_real_phase1_table(tmp_path):
 def test_scale_counts_sums_exactly(total):
     scaled = synthetic_toucan.scale_counts(synthetic_toucan.MULTI_TURN_USER_TURNS, total)
     assert sum(scaled.values()) == total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Content: real catalogue tools, natural questions that state every argument.
+from gemma_toolcall import mcp_catalogue  # noqa: E402
+from gemma_toolcall.synthetic_phrasing import spoken_date  # noqa: E402
+
+
+def calls_of(row):
+    return [ast.literal_eval(m["content"]) for m in json.loads(row["messages"]) if m["role"] == "tool_call"]
+
+
+def stated(value, text: str) -> bool:
+    """A string or number argument appears in the question as written, or (a date) spelled out."""
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, list):
+        return all(stated(v, text) for v in value)
+    if isinstance(value, (int, float)):  # as a whole number (5 is not in "2025"), a unit may follow: "1492px"
+        return re.search(rf"(?<![\d.]){re.escape(str(value))}(?!\d|\.\d)", text) is not None
+    if len(value) == 10 and value[4] == value[7] == "-" and value.replace("-", "").isdigit():
+        return value in text or spoken_date(value) in text
+    return value in text
+
+
+def test_catalogue_loads_from_the_installed_package():
+    from importlib import resources
+
+    data = resources.files("gemma_toolcall").joinpath("data")
+    assert data.joinpath(mcp_catalogue.CATALOGUE_FILE).is_file() and data.joinpath("MCP_TOOLS_LICENSE.txt").is_file()
+    servers = mcp_catalogue.load()
+    assert len(servers) == 572 and sum(map(len, servers)) == 3150
+
+
+def test_tools_are_real_catalogue_tools_named_as_the_sft_config():
+    specs = {}  # several servers share a name ("Weather"), so a full name may have several specs
+    for tools in mcp_catalogue.load():
+        for t in tools:
+            specs.setdefault(t.name, []).append(t.spec())
+    multi_server = 0
+    for row in rows(600, seed=3):
+        for entry in json.loads(row["tools"]):
+            assert entry in specs[entry["function"]["name"]]
+        multi_server += "::" in row["target_tools"]
+    assert multi_server > 20
+
+
+def test_questions_state_every_argument_and_never_name_the_tool():
+    checked = 0
+    for row in rows(600, seed=5):
+        if row["subset_name"] == "irrelevant" or row["uuid"] is None or row["messages"] is None:
+            continue
+        try:
+            messages = json.loads(row["messages"])
+            calls = calls_of(row)
+        except (ValueError, SyntaxError):
+            continue
+        # Each call's arguments are stated in the user message it answers.
+        user = ""
+        for m in messages:
+            if m["role"] == "user":
+                user = m["content"]
+            elif m["role"] == "tool_call":
+                call = ast.literal_eval(m["content"])
+                try:
+                    args = json.loads(call["arguments"])
+                except ValueError:
+                    continue  # a malformed row's arguments
+                assert all(stated(v, user) for v in args.values()), (user, args)
+                assert call["name"] not in user
+                short = call["name"].rsplit("-", 1)[-1]
+                if not (short.isalpha() and short.islower()):
+                    assert short not in user, (user, short)
+                checked += 1
+    assert checked > 300
+
+
+def test_irrelevant_rows_answer_in_varied_text_without_a_call():
+    answers = set()
+    for row in rows(600, seed=9):
+        if row["subset_name"] == "irrelevant" and row["messages"] and row["messages"].endswith("]"):
+            messages = json.loads(row["messages"])
+            assert [m["role"] for m in messages] == ["user", "assistant"]
+            answers.add(messages[-1]["content"])
+    assert len(answers) > 150
