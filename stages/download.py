@@ -13,12 +13,12 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from gemma_toolcall import synthetic_toucan, toucan
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.hub import hf_token
 from gemma_toolcall.params import load_section
+from gemma_toolcall.progress import Progress, progress
 
 REAL_SHARDS = [f"{toucan.CONFIG}/train-{i:05d}-of-00003.parquet" for i in range(3)]
 OFFLINE_HINT = ("Offline? Set `download.source: synthetic` (an embedded Toucan-schema stand-in) or "
@@ -46,7 +46,7 @@ def fetch_huggingface(p: DownloadParams, out: Path) -> None:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     token = hf_token()
-    for name in tqdm(REAL_SHARDS, desc="download", unit="shard"):
+    for name in progress(REAL_SHARDS, desc="download", unit="shard"):
         try:
             cached = hf_hub_download(p.repo_id, name, repo_type="dataset", revision=p.revision, token=token)
         except (GatedRepoError, RepositoryNotFoundError) as e:
@@ -66,7 +66,7 @@ def copy_local(p: DownloadParams, out: Path) -> None:
     if not shards:
         raise SystemExit(f"download: no *.parquet (or {toucan.CONFIG}/*.parquet) in download.local_dir={src}")
     (out / toucan.CONFIG).mkdir(parents=True)
-    for shard in tqdm(shards, desc="copy", unit="shard"):
+    for shard in progress(shards, desc="copy", unit="shard"):
         shutil.copyfile(shard, out / toucan.CONFIG / shard.name)
 
 
@@ -74,7 +74,12 @@ def write_synthetic(p: DownloadParams, out: Path, shards: int = synthetic_toucan
                     row_group_size: int = 4096) -> None:
     (out / toucan.CONFIG).mkdir(parents=True)
     bounds = [p.rows * i // shards for i in range(shards + 1)]
-    rows = synthetic_toucan.generate(p.rows, p.seed, progress=tqdm(total=p.rows, desc="synthetic", unit="row"))
+    with Progress(total=p.rows, desc="synthetic", unit="row") as bar:
+        _write_synthetic_shards(synthetic_toucan.generate(p.rows, p.seed, progress=bar), out, bounds, row_group_size)
+
+
+def _write_synthetic_shards(rows, out: Path, bounds: list[int], row_group_size: int) -> None:
+    shards = len(bounds) - 1
     for i in range(shards):
         path = out / toucan.CONFIG / f"train-{i:05d}-of-{shards:05d}.parquet"
         with pq.ParquetWriter(path, toucan.SCHEMA, **toucan.PARQUET_OPTIONS) as writer:

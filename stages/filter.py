@@ -18,11 +18,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from gemma_toolcall import toucan
 from gemma_toolcall.artifacts import building
+from gemma_toolcall.chat_format import check_free_text
 from gemma_toolcall.params import load_section
+from gemma_toolcall.progress import Progress
 
 SPLITS = ("train", "validation")
 DROP_RULES = ("multi_turn", "too_many_tools_used", "too_many_tools_available")
@@ -62,11 +63,17 @@ def select(batch: pa.RecordBatch, p: FilterParams, dropped: dict[str, int]) -> p
 
 
 def verdict(p: FilterParams, row: dict) -> str:
-    """A row's split, or the malformation kind it is dropped for."""
+    """A row's split, or the rule or malformation kind it is dropped for. The rules are checked again on the parsed
+    row: the structural counts of `select` are exact only for Toucan's spelling, and a kept row must obey them."""
     try:
-        toucan.parse_row(row)
+        conv = toucan.parse_row(row)
+        check_free_text(conv)
     except toucan.MalformedRow as e:
         return e.kind
+    if sum(t.role == "user" for t in conv.turns) > 1:
+        return "multi_turn"
+    if len(conv.tools) > p.max_tools_available:
+        return "too_many_tools_available"
     return "validation" if is_validation(row["uuid"], p.validation_fraction, p.seed) else "train"
 
 
@@ -93,7 +100,7 @@ def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
     with building(out) as tmp, tempfile.TemporaryDirectory(prefix="filter-spill-") as spill_dir:
         writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", toucan.SCHEMA, **toucan.PARQUET_OPTIONS) for s in SPLITS}
         try:
-            with tqdm(total=sum(g.num_rows for g in groups), desc="filter", unit="row") as bar:
+            with Progress(total=sum(g.num_rows for g in groups), desc="filter", unit="row") as bar:
                 results = toucan.parallel_map(functools.partial(filter_row_group, p, spill_dir), groups)
                 for group, (spilled, counts) in zip(groups, results):  # in row-group order: deterministic output
                     for k, v in counts.items():

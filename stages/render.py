@@ -16,12 +16,12 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from gemma_toolcall import toucan
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall.params import load_section
+from gemma_toolcall.progress import Progress
 
 SPLITS = ("train", "validation")
 SCHEMA = pa.schema([
@@ -114,7 +114,7 @@ def run(p: RenderParams, src: Path, out: Path, metrics_path: Path) -> dict:
     tasks = [(s, g) for s in SPLITS for g in groups[s]]  # both splits in one pool
     with building(out) as tmp, tempfile.TemporaryDirectory(prefix="render-spill-") as spill_dir:
         writers = {s: ShardWriter(tmp, s, p.rows_per_shard) for s in SPLITS}
-        with tqdm(total=sum(g.num_rows for _, g in tasks), desc="render", unit="row") as bar:
+        with Progress(total=sum(g.num_rows for _, g in tasks), desc="render", unit="row") as bar:
             results = toucan.parallel_map(functools.partial(render_row_group, p, spill_dir), [g for _, g in tasks])
             for (split, group), (spilled, dropped) in zip(tasks, results):
                 writers[split].write(toucan.unspill(spilled), dropped)

@@ -14,7 +14,8 @@ from stages import analyze, filter as filter_stage, render
 
 
 def read_csv(path):
-    return list(csv.DictReader(open(path, encoding="utf-8")))
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def test_analyze_matches_brute_force(raw_small, tmp_path):
