@@ -77,25 +77,34 @@ def verdict(p: FilterParams, row: dict) -> str:
     return "validation" if is_validation(row["uuid"], p.validation_fraction, p.seed) else "train"
 
 
+def drop_counts() -> dict[str, int]:
+    return dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
+
+
+def filter_batch(p: FilterParams, batch: pa.RecordBatch, dropped: dict[str, int]) -> dict[str, pa.RecordBatch]:
+    """Select, then parse in full only the rows that pass: the kept rows per split; every other row is counted in
+    `dropped` under its reason."""
+    candidates = select(batch, p, dropped)
+    verdicts = [verdict(p, row) for row in candidates.to_pylist()]
+    for kind in verdicts:
+        if kind in dropped:
+            dropped[kind] += 1
+    return {s: candidates.filter(pa.array([v == s for v in verdicts], pa.bool_())) for s in SPLITS}
+
+
 def filter_row_group(p: FilterParams, spill_dir: str, group: toucan.RowGroup) -> tuple[dict[str, str], dict[str, int]]:
-    """One row group (in a worker): select, then parse in full only the rows that pass. Returns the kept rows per
-    split (spilled to Arrow files) and the drop counts."""
-    dropped = dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
+    """One row group (in a worker): the kept rows per split (spilled to Arrow files) and the drop counts."""
+    dropped = drop_counts()
     kept: dict[str, list] = {s: [] for s in SPLITS}
     for batch in toucan.read_row_group(group):
-        candidates = select(batch, p, dropped)
-        verdicts = [verdict(p, row) for row in candidates.to_pylist()]
-        for kind in verdicts:
-            if kind in dropped:
-                dropped[kind] += 1
-        for s in SPLITS:
-            kept[s].append(candidates.filter(pa.array([v == s for v in verdicts], pa.bool_())))
+        for s, rows in filter_batch(p, batch, dropped).items():
+            kept[s].append(rows)
     return {s: toucan.spill(pa.Table.from_batches(b, schema=toucan.SCHEMA), spill_dir) for s, b in kept.items()}, dropped
 
 
 def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
     groups = toucan.row_groups(toucan.shard_paths(raw))
-    dropped = dict.fromkeys(DROP_RULES + toucan.MalformedRow.KINDS, 0)
+    dropped = drop_counts()
     kept = dict.fromkeys(SPLITS, 0)
     with building(out) as tmp, tempfile.TemporaryDirectory(prefix="filter-spill-") as spill_dir:
         writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", toucan.SCHEMA, **toucan.PARQUET_OPTIONS) for s in SPLITS}
