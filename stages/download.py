@@ -18,7 +18,7 @@ from gemma_toolcall import synthetic_toucan, toucan
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.hub import hf_token
 from gemma_toolcall.params import load_section
-from gemma_toolcall.progress import Progress, progress
+from gemma_toolcall.progress import Progress, progress, quiet_hub_bars
 
 REAL_SHARDS = [f"{toucan.CONFIG}/train-{i:05d}-of-00003.parquet" for i in range(3)]
 OFFLINE_HINT = ("Offline? Set `download.source: synthetic` (an embedded Toucan-schema stand-in) or "
@@ -46,6 +46,7 @@ def fetch_huggingface(p: DownloadParams, out: Path) -> None:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     token = hf_token()
+    quiet_hub_bars()
     for name in progress(REAL_SHARDS, desc="download", unit="shard"):
         try:
             cached = hf_hub_download(p.repo_id, name, repo_type="dataset", revision=p.revision, token=token)

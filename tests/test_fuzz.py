@@ -64,7 +64,7 @@ def tool_lists(draw) -> str:
                           max_size=6))
     spelling = draw(st.sampled_from(["toucan", "reordered", "unwrapped", "indented", "mixed", "broken"]))
     if spelling == "broken":
-        return draw(broken_json)
+        return shard_text(draw(broken_json))
     entries = [{"type": "function", "function": s} for s in specs]
     if spelling == "reordered":
         entries = [{"function": s, "type": "function"} for s in specs]

@@ -66,6 +66,7 @@ def test_tool_call_fast_path_equals_literal_eval(args):
     ("empty_content", row([USER, {"role": "assistant", "content": "  "}])),
     ("unknown_role", row([USER, {"role": "function", "content": "x"}])),
     ("bad_messages", row([FINAL, USER])),
+    ("bad_messages", row([{"role": "system", "content": "s"}])),  # found by the fuzz test: no turn at all
 ])
 def test_malformed_rows_raise_their_kind(kind, bad):
     with pytest.raises(toucan.MalformedRow) as e:
