@@ -74,7 +74,7 @@ def dumps(obj, style: str, *, block: bool = False) -> str:
 def check_free_text(conv: Conversation) -> None:
     """MalformedRow("format_tag_in_text") when words that are written as they are (not as JSON) hold a reserved tag:
     they would read as structure, to `parse_model_turn` and to the tokenizer."""
-    for text in [conv.system] + [t.text for t in conv.turns]:
+    for text in (conv.system, *(t.text for t in conv.turns)):
         if "<" in text and RESERVED_TAG.search(text):
             raise MalformedRow("format_tag_in_text", text[:80])
 

@@ -277,7 +277,9 @@ def repair_surrogates(text: str) -> str:
 def loads_value(text: str):
     """`loads` for a value that is kept and written again (tools, arguments, results): at most MAX_DEPTH deep."""
     value = loads(text)
-    if text.count("{") + text.count("[") > MAX_DEPTH and depth(value) > MAX_DEPTH:  # no walk for shallow text
+    # Deeper than MAX_DEPTH takes more than MAX_DEPTH brackets, and twice the characters: most texts never get counted,
+    # and only those with that many brackets get walked.
+    if len(text) > 2 * MAX_DEPTH and text.count("{") + text.count("[") > MAX_DEPTH and depth(value) > MAX_DEPTH:
         raise MalformedRow("too_deep", f"nested over {MAX_DEPTH} levels")
     return value
 
