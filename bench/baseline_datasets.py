@@ -40,9 +40,10 @@ def available_tools(tools: str | None) -> int:
     if tools is None:
         return 0
     try:
-        return len(json.loads(tools))
+        entries = json.loads(tools)
     except ValueError:
         return len(_TOOL.findall(tools))
+    return len(entries) if isinstance(entries, list) else 0
 
 
 def target_tools(names: str | None) -> list[str]:

@@ -24,6 +24,11 @@ Written once, used by training data rendering and by evaluation. Gemma 3 has no 
 
 Each rendered example carries the character spans the model writes (a model turn's content plus its
 `<end_of_turn>`), so training can put loss on those alone.
+
+The format's tags and Gemma's control tokens (RESERVED_TAG) never occur inside a value: in JSON their `<` is written
+`\\u003c` (json.loads reverses it, and the tokenizer never sees a control token where there is none), and a row whose
+free text (a user's or model's words, the system text) holds one is dropped (`format_tag_in_text`). So every tag in a
+rendered text is structure, and `parse_model_turn` inverts `render_model_turn` exactly.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gemma_toolcall.toucan import Conversation, ToolCall, Turn, loads
+from gemma_toolcall.toucan import Conversation, MalformedRow, ToolCall, Turn, loads_value
 
 BOS = "<bos>"
 START = "<start_of_turn>"
@@ -41,23 +46,37 @@ END = "<end_of_turn>"
 TOOLS_PREAMBLE = "Here are the available tools that you can use:"
 JSON_STYLES = ("pretty", "compact")
 _CALL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+# The tags of this format and Gemma 3's control tokens: the `<` opening one of these is what makes text structure.
+RESERVED_TAG = re.compile(r"<(?=/?(?:tool_call|tool_response|tools)>|(?:bos|eos|pad|unk|mask|start_of_turn|end_of_turn"
+                          r"|start_of_image|end_of_image|image_soft_token|unused\d+)>)")
 
 
 def dumps(obj, style: str, *, block: bool = False) -> str:
     """JSON as the format writes it: `pretty` indents blocks (the tool list) and keeps calls on one line with
-    default separators; `compact` drops all optional whitespace."""
+    default separators; `compact` drops all optional whitespace. A reserved tag inside a string is escaped."""
     if style not in JSON_STYLES:
         raise ValueError(f"json style must be one of {JSON_STYLES}, got {style!r}")
     if style == "compact":
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    if block:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    elif block:
         # Same bytes as json.dumps(indent=2, ensure_ascii=False), but in C: the stdlib's indenting encoder is pure
         # Python and was most of the render stage's time. orjson refuses a few values (ints past 64 bits).
         try:
-            return orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode()
+            text = orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode()
         except (orjson.JSONEncodeError, TypeError):
-            return json.dumps(obj, ensure_ascii=False, indent=2)
-    return json.dumps(obj, ensure_ascii=False)
+            text = json.dumps(obj, ensure_ascii=False, indent=2)
+    else:
+        text = json.dumps(obj, ensure_ascii=False)
+    # Outside strings JSON has no `<`, so this only touches values; the common case pays one `in`.
+    return RESERVED_TAG.sub(r"\\u003c", text) if "<" in text else text
+
+
+def check_free_text(conv: Conversation) -> None:
+    """MalformedRow("format_tag_in_text") when words that are written as they are (not as JSON) hold a reserved tag:
+    they would read as structure, to `parse_model_turn` and to the tokenizer."""
+    for text in (conv.system, *(t.text for t in conv.turns)):
+        if "<" in text and RESERVED_TAG.search(text):
+            raise MalformedRow("format_tag_in_text", text[:80])
 
 
 def render_user_prompt(tools: list[dict], text: str, style: str, system: str = "") -> str:
@@ -74,9 +93,10 @@ def render_model_turn(text: str, calls: tuple[ToolCall, ...] | list[ToolCall], s
 
 
 def _result_value(content: str):
+    """A tool's result as JSON when it is JSON (at most MAX_DEPTH deep), else as the string it is."""
     try:
-        return loads(content)
-    except ValueError:
+        return loads_value(content)
+    except ValueError:  # MalformedRow is one too
         return content
 
 
@@ -92,6 +112,8 @@ class Rendered:
 
 
 def render_conversation(conv: Conversation, style: str = "pretty") -> Rendered:
+    """Raises MalformedRow("format_tag_in_text") for a conversation the format cannot hold unambiguously."""
+    check_free_text(conv)
     out = Rendered(BOS)
     first_user = True
     for turn in conv.turns:

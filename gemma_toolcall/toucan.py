@@ -36,6 +36,15 @@ PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": False}
 # A tool entry opens with its "type" key (OpenAI style, as every Toucan row writes it); anchoring on the `{` makes
 # the regex ~2x faster than matching every "type" key of the parameter schemas.
 TOOL_ENTRY = r'\{"type":\s*"function"'
+# How Toucan's tool lists are written (json.dumps of OpenAI-style entries): each entry's head, the separator between
+# two entries, and what can follow a `}},` other than a key (an entry, or a value in a schema): see
+# count_available_tools.
+TOUCAN_HEAD = '{"type": "function"'
+TOUCAN_SEPARATOR = '}}, {"type": "function"'
+AFTER_CLOSE = r'\}\},(?:[^ ]| [^"]| "(?:[^"\\]|\\.)*"\s*[,\]])'
+# Deepest JSON kept (tools, arguments, results). Real rows stay under ~10 levels; the bound keeps every rendered value
+# inside orjson's 255-level writer and far from Python's recursion limit.
+MAX_DEPTH = 200
 
 
 def shard_paths(raw_dir: Path) -> list[Path]:
@@ -131,7 +140,43 @@ def count_user_turns(messages: pa.Array) -> pa.Array:
 
 
 def count_available_tools(tools: pa.Array) -> pa.Array:
-    return pc.count_substring_regex(tools, TOOL_ENTRY)
+    """Entries of each `tools` list, by separators where the row is spelled as Toucan writes it, parsed
+    (`parsed_tool_count`) for every other row.
+
+    Toucan's spelling: `[` + entries + `]`, each entry an object that opens with TOUCAN_HEAD and closes with its
+    "function" object (so it ends `}}`), joined by `, `. In such a list every separator is a `}}, ` before a head
+    (TOUCAN_SEPARATOR), so there are 1 + that many entries. The checks, whole-array: the text opens with `[` + a head
+    and ends `}}]`, and nothing follows a `}},` but a head or a key (AFTER_CLOSE has as many matches as
+    TOUCAN_SEPARATOR). An entry of another kind (no wrapper, keys in another order, not an object) after a Toucan
+    entry adds an AFTER_CLOSE match; at the start it fails the first check; other whitespace or separators fail one
+    or the other (a test checks each; so is a row whose schemas have `}}, {` of their own: exact, only slower). A
+    regex cannot see depth, so two spellings made to mimic Toucan's still pass: a Toucan entry nested verbatim in a
+    schema after a `}}, `, and an entry with keys after its "function" object followed by an entry of another kind.
+    The filter parses every row it keeps and counts its tools again."""
+    separators = pc.count_substring_regex(tools, re.escape(TOUCAN_SEPARATOR))
+    toucan_spelled = pc.if_else(
+        pc.equal(tools, "[]"), True,
+        pc.and_(pc.and_(pc.starts_with(tools, "[" + TOUCAN_HEAD), pc.ends_with(tools, "}}]")),
+                pc.equal(pc.count_substring_regex(tools, AFTER_CLOSE), separators)))
+    counts = pc.if_else(pc.equal(tools, "[]"), 0, pc.add(separators, 1))
+    other = pc.invert(pc.fill_null(toucan_spelled, True))
+    if not pc.any(other).as_py():
+        return counts
+    parsed = pa.array([parsed_tool_count(t) for t in tools.filter(other).to_pylist()], counts.type)
+    return pc.replace_with_mask(counts, other, parsed)
+
+
+_TOOL_ENTRY_RE = re.compile(TOOL_ENTRY)
+
+
+def parsed_tool_count(text: str) -> int:
+    """Entries of a `tools` list by parsing it; a text that is not JSON is counted by TOOL_ENTRY (a truncated row still
+    gets a count), a JSON value that is not a list has none."""
+    try:
+        tools = loads(text)
+    except (ValueError, MalformedRow):
+        return len(_TOOL_ENTRY_RE.findall(text))
+    return len(tools) if isinstance(tools, list) else 0
 
 
 def count_target_tools(target_tools: pa.Array) -> pa.Array:
@@ -179,8 +224,9 @@ class Conversation:
 class MalformedRow(ValueError):
     """A row that cannot become a training example; `kind` is the metrics key it is counted under."""
 
-    KINDS = ("missing_value", "invalid_json", "bad_tools", "bad_messages", "unknown_role", "bad_tool_call",
-             "arguments_not_json", "call_without_response", "response_without_call", "empty_content")
+    KINDS = ("missing_value", "invalid_json", "too_deep", "bad_tools", "bad_messages", "unknown_role", "bad_tool_call",
+             "arguments_not_json", "call_without_response", "response_without_call", "empty_content", "no_model_turn",
+             "format_tag_in_text")
 
     def __init__(self, kind: str, detail: str = ""):
         assert kind in self.KINDS, kind
@@ -189,16 +235,71 @@ class MalformedRow(ValueError):
 
 
 def loads(text: str):
-    """json.loads, with orjson's faster parser tried first (same result wherever orjson accepts the text)."""
+    """Strict JSON, with orjson's faster parser tried first. Only text orjson refuses reaches the slow path: there a
+    lone surrogate (a string cut mid-emoji) becomes U+FFFD, as a UTF-8 decoder does with the same cut bytes, so no
+    stage ever holds a string it cannot write; nesting past Python's recursion limit is MalformedRow("too_deep"); NaN,
+    Infinity and numbers past a double stay invalid (JSON has none, and orjson refuses them too)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text)
+        pass
+    try:
+        return json.loads(repair_surrogates(text), parse_constant=_not_json, parse_float=_finite_float)
+    except RecursionError:
+        raise MalformedRow("too_deep", "nested past the recursion limit") from None
+
+
+def _not_json(constant: str):
+    raise json.JSONDecodeError(f"{constant} is not JSON", constant, 0)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise json.JSONDecodeError("number out of range", literal, 0)
+    return value
+
+
+# A backslash pair first (so `\\ud83d` stays text), then a valid surrogate pair (kept), then a lone surrogate escape.
+_SURROGATE_ESCAPE = re.compile(r"(\\\\)|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(\\u[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def repair_surrogates(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate, a raw one or a JSON/Python `\\uXXXX` escape, replaced by U+FFFD; valid
+    pairs are joined (raw) or kept (escaped)."""
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if "\\u" not in text:
+        return text
+    return _SURROGATE_ESCAPE.sub(lambda m: "\\ufffd" if m[2] else m[0], text)
+
+
+def loads_value(text: str):
+    """`loads` for a value that is kept and written again (tools, arguments, results): at most MAX_DEPTH deep."""
+    value = loads(text)
+    # Deeper than MAX_DEPTH takes more than MAX_DEPTH brackets, and twice the characters: most texts never get counted,
+    # and only those with that many brackets get walked.
+    if len(text) > 2 * MAX_DEPTH and text.count("{") + text.count("[") > MAX_DEPTH and depth(value) > MAX_DEPTH:
+        raise MalformedRow("too_deep", f"nested over {MAX_DEPTH} levels")
+    return value
+
+
+def depth(value) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in node)
+    return deepest
 
 
 def parse_tools(text: str) -> list[dict]:
     try:
-        entries = loads(text)
+        entries = loads_value(text)
     except json.JSONDecodeError as e:
         raise MalformedRow("invalid_json", f"tools: {e}") from None
     if not isinstance(entries, list):
@@ -218,9 +319,12 @@ _SIMPLE_CALL = re.compile(r"\{'name': '([^'\\\n]+)', 'arguments': '([^'\\\n]*)'\
 
 def _literal_eval(content: str):
     try:
-        return ast.literal_eval(content)
+        call = ast.literal_eval(content)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
         raise MalformedRow("bad_tool_call", str(e)) from None
+    if isinstance(call, dict):  # a Python repr may hold lone surrogates too (`'\\ud83d'`): repaired as `loads` does
+        call = {k: repair_surrogates(v) if isinstance(v, str) else v for k, v in call.items()}
+    return call
 
 
 def parse_tool_call(content: str) -> ToolCall:
@@ -233,9 +337,14 @@ def parse_tool_call(content: str) -> ToolCall:
     if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
         raise MalformedRow("bad_tool_call", "no name")
     args = call.get("arguments", "{}")
+    if not isinstance(args, str):  # a dict written as a Python literal: checked as its JSON would be
+        try:
+            args = json.dumps(args) if isinstance(args, dict) else args
+        except (TypeError, ValueError) as e:  # a set, bytes, a tuple key: nothing JSON can hold
+            raise MalformedRow("arguments_not_json", f"{call['name']}: {e}") from None
     if isinstance(args, str):
         try:
-            args = loads(args) if args.strip() else {}
+            args = loads_value(args) if args.strip() else {}
         except json.JSONDecodeError as e:
             raise MalformedRow("arguments_not_json", f"{call['name']}: {e}") from None
     if not isinstance(args, dict):
@@ -286,10 +395,12 @@ def parse_messages(text: str) -> tuple[list[Turn], str]:
             else:
                 turns.append(Turn("tool", results=(result,)))
         else:
-            raise MalformedRow("unknown_role", str(role))
+            raise MalformedRow("unknown_role", role if isinstance(role, str) else type(role).__name__)
     _close_calls(turns)
-    if turns[0].role != "user":
+    if not turns or turns[0].role != "user":  # a system message alone makes no turn
         raise MalformedRow("bad_messages", "the conversation does not start with a user message")
+    if not any(t.role == "model" for t in turns):  # nothing to train on, nothing to compare against in evaluation
+        raise MalformedRow("no_model_turn")
     return turns, "\n\n".join(system)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-from tqdm import tqdm
 
 from gemma_toolcall import toucan
+from gemma_toolcall.progress import Progress
 
 PHASE1_TARGET_CUTOFFS = (1, 2, 3)
 PHASE1_AVAILABLE_CUTOFFS = (1, 3, 5, 10)
@@ -43,7 +43,7 @@ def row_counts(paths) -> dict[str, np.ndarray]:
     groups = toucan.row_groups(paths)
     cols: dict[str, list] = {k: [] for k in COUNTED}
     tools: set[str] = set()
-    with tqdm(total=sum(g.num_rows for g in groups), desc="analyze", unit="row") as bar:
+    with Progress(total=sum(g.num_rows for g in groups), desc="analyze", unit="row") as bar:
         for group, (counts, names) in zip(groups, toucan.parallel_map(count_row_group, groups)):
             for k, v in counts.items():
                 cols[k].append(v)

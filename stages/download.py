@@ -15,12 +15,12 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from gemma_toolcall import synthetic_toucan, toucan
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.hub import hf_token
 from gemma_toolcall.params import load_section
+from gemma_toolcall.progress import Progress, progress, quiet_hub_bars
 
 REAL_SHARDS = [f"{toucan.CONFIG}/train-{i:05d}-of-00003.parquet" for i in range(3)]
 OFFLINE_HINT = ("Offline? Set `download.source: synthetic` (an embedded Toucan-schema stand-in) or "
@@ -48,7 +48,8 @@ def fetch_huggingface(p: DownloadParams, out: Path) -> None:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     token = hf_token()
-    for name in tqdm(REAL_SHARDS, desc="download", unit="shard"):
+    quiet_hub_bars()
+    for name in progress(REAL_SHARDS, desc="download", unit="shard"):
         try:
             cached = hf_hub_download(p.repo_id, name, repo_type="dataset", revision=p.revision, token=token)
         except (GatedRepoError, RepositoryNotFoundError) as e:
@@ -68,7 +69,7 @@ def copy_local(p: DownloadParams, out: Path) -> None:
     if not shards:
         raise SystemExit(f"download: no *.parquet (or {toucan.CONFIG}/*.parquet) in download.local_dir={src}")
     (out / toucan.CONFIG).mkdir(parents=True)
-    for shard in tqdm(shards, desc="copy", unit="shard"):
+    for shard in progress(shards, desc="copy", unit="shard"):
         shutil.copyfile(shard, out / toucan.CONFIG / shard.name)
 
 
@@ -87,7 +88,7 @@ def write_synthetic(p: DownloadParams, out: Path, shards: int = synthetic_toucan
                                 **toucan.PARQUET_OPTIONS) for i in range(shards)]
     try:
         with tempfile.TemporaryDirectory(prefix="synthetic-spill-") as spill_dir, \
-                tqdm(total=p.rows, desc="synthetic", unit="row") as bar:
+                Progress(total=p.rows, desc="synthetic", unit="row") as bar:
             for chunk, path in zip(chunks, toucan.parallel_map(functools.partial(synthetic_table, spill_dir), chunks)):
                 table = toucan.unspill(path)
                 for i, writer in enumerate(writers):  # the part of the chunk that falls in shard i

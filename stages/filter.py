@@ -20,11 +20,12 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from gemma_toolcall import mcp_catalogue, toucan
 from gemma_toolcall.artifacts import building
+from gemma_toolcall.chat_format import check_free_text
 from gemma_toolcall.params import load_section
+from gemma_toolcall.progress import Progress
 
 SPLITS = ("train", "validation")
 DROP_RULES = ("multi_turn", "too_many_tools_used", "too_many_tools_available")
@@ -82,38 +83,53 @@ def select(batch: pa.RecordBatch, p: FilterParams, dropped: dict[str, int]) -> p
 
 
 def verdict(p: FilterParams, row: dict) -> str:
-    """A row's split, or the malformation kind it is dropped for."""
+    """A row's split, or the rule or malformation kind it is dropped for. The rules are checked again on the parsed
+    row: the structural counts of `select` are exact only for Toucan's spelling, and a kept row must obey them."""
     try:
         conv = toucan.parse_row(row)
+        check_free_text(conv)
     except toucan.MalformedRow as e:
         return e.kind
+    if sum(t.role == "user" for t in conv.turns) > 1:
+        return "multi_turn"
+    if len(conv.tools) > p.max_tools_available:
+        return "too_many_tools_available"
     return split_side(p, row, conv)
 
 
+def drop_counts() -> dict[str, int]:
+    return dict.fromkeys(DROP_RULES + (STRADDLES,) + toucan.MalformedRow.KINDS, 0)
+
+
+def filter_batch(p: FilterParams, batch: pa.RecordBatch, dropped: dict[str, int]) -> dict[str, pa.RecordBatch]:
+    """Select, then parse in full only the rows that pass: the kept rows per split; every other row is counted in
+    `dropped` under its reason."""
+    candidates = select(batch, p, dropped)
+    verdicts = [verdict(p, row) for row in candidates.to_pylist()]
+    for kind in verdicts:
+        if kind in dropped:
+            dropped[kind] += 1
+    return {s: candidates.filter(pa.array([v == s for v in verdicts], pa.bool_())) for s in SPLITS}
+
+
 def filter_row_group(p: FilterParams, spill_dir: str, group: toucan.RowGroup) -> tuple[dict[str, str], dict[str, int]]:
-    """One row group (in a worker): select, then parse in full only the rows that pass. Returns the kept rows per
-    split (spilled to Arrow files) and the drop counts."""
-    dropped = dict.fromkeys(DROP_RULES + (STRADDLES,) + toucan.MalformedRow.KINDS, 0)
+    """One row group (in a worker): the kept rows per split (spilled to Arrow files) and the drop counts."""
+    dropped = drop_counts()
     kept: dict[str, list] = {s: [] for s in SPLITS}
     for batch in toucan.read_row_group(group):
-        candidates = select(batch, p, dropped)
-        verdicts = [verdict(p, row) for row in candidates.to_pylist()]
-        for kind in verdicts:
-            if kind in dropped:
-                dropped[kind] += 1
-        for s in SPLITS:
-            kept[s].append(candidates.filter(pa.array([v == s for v in verdicts], pa.bool_())))
+        for s, rows in filter_batch(p, batch, dropped).items():
+            kept[s].append(rows)
     return {s: toucan.spill(pa.Table.from_batches(b, schema=toucan.SCHEMA), spill_dir) for s, b in kept.items()}, dropped
 
 
 def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
     groups = toucan.row_groups(toucan.shard_paths(raw))
-    dropped = dict.fromkeys(DROP_RULES + (STRADDLES,) + toucan.MalformedRow.KINDS, 0)
+    dropped = drop_counts()
     kept = dict.fromkeys(SPLITS, 0)
     with building(out) as tmp, tempfile.TemporaryDirectory(prefix="filter-spill-") as spill_dir:
         writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", toucan.SCHEMA, **toucan.PARQUET_OPTIONS) for s in SPLITS}
         try:
-            with tqdm(total=sum(g.num_rows for g in groups), desc="filter", unit="row") as bar:
+            with Progress(total=sum(g.num_rows for g in groups), desc="filter", unit="row") as bar:
                 results = toucan.parallel_map(functools.partial(filter_row_group, p, spill_dir), groups)
                 for group, (spilled, counts) in zip(groups, results):  # in row-group order: deterministic output
                     for k, v in counts.items():

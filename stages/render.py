@@ -11,17 +11,17 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from gemma_toolcall import toucan
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall.params import load_section
+from gemma_toolcall.progress import Progress
 
 SPLITS = ("train", "validation")
 SCHEMA = pa.schema([
@@ -44,29 +44,34 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
+def render_rows(p: RenderParams, rows: Iterable[dict], dropped: dict[str, int]) -> pa.Table:
+    """Filtered rows → rendered rows; a row that does not parse or render is counted in `dropped` under its kind."""
+    cols: dict[str, list] = {"uuid": [], "subset_name": [], "text": []}
+    offsets, starts, ends = [0], [], []
+    for row in rows:
+        try:
+            rendered = render_conversation(toucan.parse_row(row), p.json_style)
+        except toucan.MalformedRow as e:  # filter drops these; count, never crash, if one slips through
+            dropped[e.kind] += 1
+            continue
+        cols["uuid"].append(row["uuid"])
+        cols["subset_name"].append(row["subset_name"])
+        cols["text"].append(rendered.text)
+        for a, b in rendered.model_spans:
+            starts.append(a)
+            ends.append(b)
+        offsets.append(len(starts))
+    spans = pa.StructArray.from_arrays([pa.array(starts, pa.int32()), pa.array(ends, pa.int32())], ["start", "end"])
+    arrays = [pa.array(cols[c], pa.string()) for c in cols] + [pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), spans)]
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
 def render_row_group(p: RenderParams, spill_dir: str, group: toucan.RowGroup) -> tuple[str, dict]:
     """One row group of filtered rows (in a worker) → rendered rows (spilled to an Arrow file), and counts of rows
     that did not parse."""
-    cols: dict[str, list] = {"uuid": [], "subset_name": [], "text": []}
-    offsets, starts, ends = [0], [], []
     dropped = dict.fromkeys(toucan.MalformedRow.KINDS, 0)
-    for batch in toucan.read_row_group(group):
-        for row in batch.to_pylist():
-            try:
-                rendered = render_conversation(toucan.parse_row(row), p.json_style)
-            except toucan.MalformedRow as e:  # filter drops these; count, never crash, if one slips through
-                dropped[e.kind] += 1
-                continue
-            cols["uuid"].append(row["uuid"])
-            cols["subset_name"].append(row["subset_name"])
-            cols["text"].append(rendered.text)
-            for a, b in rendered.model_spans:
-                starts.append(a)
-                ends.append(b)
-            offsets.append(len(starts))
-    spans = pa.StructArray.from_arrays([pa.array(starts, pa.int32()), pa.array(ends, pa.int32())], ["start", "end"])
-    arrays = [pa.array(cols[c], pa.string()) for c in cols] + [pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), spans)]
-    return toucan.spill(pa.Table.from_arrays(arrays, schema=SCHEMA), spill_dir), dropped
+    rows = (row for batch in toucan.read_row_group(group) for row in batch.to_pylist())
+    return toucan.spill(render_rows(p, rows, dropped), spill_dir), dropped
 
 
 class ShardWriter:
@@ -114,7 +119,7 @@ def run(p: RenderParams, src: Path, out: Path, metrics_path: Path) -> dict:
     tasks = [(s, g) for s in SPLITS for g in groups[s]]  # both splits in one pool
     with building(out) as tmp, tempfile.TemporaryDirectory(prefix="render-spill-") as spill_dir:
         writers = {s: ShardWriter(tmp, s, p.rows_per_shard) for s in SPLITS}
-        with tqdm(total=sum(g.num_rows for _, g in tasks), desc="render", unit="row") as bar:
+        with Progress(total=sum(g.num_rows for _, g in tasks), desc="render", unit="row") as bar:
             results = toucan.parallel_map(functools.partial(render_row_group, p, spill_dir), [g for _, g in tasks])
             for (split, group), (spilled, dropped) in zip(tasks, results):
                 writers[split].write(toucan.unspill(spilled), dropped)

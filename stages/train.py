@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 from gemma_toolcall import model as gemma, training
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.params import load_section
+from gemma_toolcall.progress import Progress
 
 TRAIN_LOG_COLUMNS = ("step", "loss", "learning_rate", "grad_norm", "tokens_per_s")
 
@@ -65,9 +67,9 @@ class TrainParams:
     max_grad_norm: float = 1.0
     batch_size: int = 2
     grad_accum_steps: int = 1
-    max_seq_len: int = 512
+    max_seq_len: int = 1024
     packing: bool = True
-    overlong: Literal["drop", "truncate"] = "drop"
+    overlong: Literal["drop", "truncate"] = "truncate"
     max_steps: int = 20  # 0: as many as `epochs` passes over the data give
     epochs: int = 1
     eval_every_n_steps: int = 10
@@ -127,12 +129,13 @@ class TsvLog:
     """A tunix logging backend: train and eval scalars by step, rewritten to TSV as they come (nothing lost on
     a crash), kept across resumes."""
 
-    def __init__(self, train_path: Path, eval_path: Path, token_counter: list, schedule):
+    def __init__(self, train_path: Path, eval_path: Path, token_counter: list, schedule, progress=None):
         self.schedule = schedule  # tunix finds no learning rate in a chained optimizer; the schedule knows it
         self.paths = {"train": train_path, "eval": eval_path}
         self.rows = {mode: self._read(path) for mode, path in self.paths.items()}
         self.tokens = token_counter  # real (non-pad) tokens consumed so far, updated by the data iterator
         self.last = (time.perf_counter(), 0)
+        self.progress = progress  # plain progress lines for a log (tunix draws its own bar on a terminal)
 
     @staticmethod
     def _read(path: Path) -> dict[int, dict]:
@@ -154,6 +157,11 @@ class TsvLog:
             now = time.perf_counter()
             row["tokens_per_s"] = (self.tokens[0] - self.last[1]) / max(now - self.last[0], 1e-9)
             self.last = (now, self.tokens[0])
+            if self.progress is not None:
+                self.progress.update(step - self.progress.done, loss=round(row[name], 4),
+                                     tok_s=round(row["tokens_per_s"], 1))
+        elif self.progress is not None:
+            self.progress.fields[f"eval_{name}"] = round(float(np.asarray(value)), 4)
         self._write(mode)
 
     def _write(self, mode: str):
@@ -303,7 +311,8 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
 
     optimizer, schedule = make_optimizer(lora, p, max_steps)
     tokens_seen = [0]
-    log = TsvLog(ckpt_dir / "train_log.tsv", ckpt_dir / "eval_log.tsv", tokens_seen, schedule)
+    progress = None if sys.stderr.isatty() else Progress(total=max_steps, desc="train", unit="step")
+    log = TsvLog(ckpt_dir / "train_log.tsv", ckpt_dir / "eval_log.tsv", tokens_seen, schedule, progress)
     backends = [lambda: log]
     if p.wandb and os.environ.get("WANDB_API_KEY"):
         from tunix.sft.metrics_logger import WandbBackend
@@ -327,9 +336,13 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
             yield b
 
     start = time.perf_counter()
+    if progress is not None:
+        progress.done = resumed_from  # a resumed run counts on from its checkpoint
     with mesh if mesh is not None else contextlib.nullcontext():
         trainer.train(train_iter(), eval_set)
     seconds = time.perf_counter() - start
+    if progress is not None:
+        progress.close()
 
     # The adapter, and what it belongs to.
     state = lora_state(model)

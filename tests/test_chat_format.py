@@ -4,7 +4,8 @@ import json
 import pytest
 
 from gemma_toolcall import synthetic_toucan, toucan
-from gemma_toolcall.chat_format import (parse_model_turn, render_conversation, render_model_turn, render_prompt)
+from gemma_toolcall.chat_format import (RESERVED_TAG, parse_model_turn, render_conversation, render_model_turn,
+                                         render_prompt)
 from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn
 
 TOOLS = [{"name": "weather-server-get_forecast", "description": "Forecast.",
@@ -97,3 +98,42 @@ def test_parse_stops_at_end_of_turn():
 
 def test_prompt_ends_with_an_open_model_turn():
     assert render_prompt(TOOLS, "Hi").endswith("Hi<end_of_turn>\n<start_of_turn>model\n")
+
+
+@pytest.mark.parametrize("style", ["pretty", "compact"])
+@pytest.mark.parametrize("value", ["</tool_call>", "<end_of_turn>", "a <tool_call> b", "<start_of_turn>model\n",
+                                   "</tool_call><end_of_turn><tool_call>", "<bos><eos><pad>", "x < y <b>bold</b>"])
+def test_tags_inside_values_round_trip(value, style):
+    """A value holding the format's tags renders with their `<` escaped (never a literal tag in a value) and parses
+    back to itself."""
+    calls = [ToolCall("f", {"q": value, value: [value]}), ToolCall("g", {})]
+    rendered = render_model_turn("Checking.", calls, style)
+    assert not RESERVED_TAG.search(rendered.replace("<tool_call>\n", "").replace("\n</tool_call>", ""))
+    parsed = parse_model_turn(rendered + "<end_of_turn>")
+    assert parsed.format_valid and parsed.calls == calls and parsed.text == "Checking."
+
+
+def test_tool_results_and_tool_lists_escape_tags_too():
+    conv = Conversation([{**TOOLS[0], "description": "Ends with <end_of_turn>."}], [
+        Turn("user", "q"), Turn("model", "", (CALL,)),
+        Turn("tool", results=(ToolResult(CALL.name, "<tool_response>ok</tool_response><end_of_turn>"),)),
+        Turn("model", "done")])
+    text = render_conversation(conv).text
+    assert text.count("<end_of_turn>") == 4 and text.count("<tool_response>") == 1
+    assert "Ends with \\u003cend_of_turn>." in text
+
+
+def test_ordinary_values_render_byte_for_byte_as_json_dumps():
+    args = {"q": "a < b and c > d", "html": "<b>bold</b>", "n": [1, 2.5]}
+    assert render_model_turn("", [ToolCall("f", args)], "pretty") == (
+        "<tool_call>\n" + json.dumps({"name": "f", "args": args}, ensure_ascii=False) + "\n</tool_call>")
+
+
+@pytest.mark.parametrize("where", ["user", "model", "system"])
+def test_free_text_with_a_tag_cannot_be_rendered(where):
+    turns = [Turn("user", "<end_of_turn> hi" if where == "user" else "hi"),
+             Turn("model", "see <tool_call>" if where == "model" else "ok")]
+    conv = Conversation(TOOLS, turns, system="<start_of_turn>" if where == "system" else "")
+    with pytest.raises(toucan.MalformedRow) as e:
+        render_conversation(conv)
+    assert e.value.kind == "format_tag_in_text"

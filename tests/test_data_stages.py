@@ -14,7 +14,8 @@ from stages import analyze, filter as filter_stage, render
 
 
 def read_csv(path):
-    return list(csv.DictReader(open(path, encoding="utf-8")))
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def test_analyze_matches_brute_force(raw_small, tmp_path):
@@ -149,3 +150,40 @@ def test_row_servers_of_real_names():
     conv = toucan.Conversation([{"name": "time-mcp-server-current-time"}, {"name": "my-own-server-do_it"}], [])
     row = {"target_tools": "Time MCP Server::current-time, My Own Server::do_it"}
     assert filter_stage.row_servers(row, conv) == {"time-mcp-server", "my-own-server"}
+
+
+def test_progress_in_a_log_is_plain_lines(monkeypatch):
+    """Not a terminal: a line per interval and one at the end (no carriage returns), with rate, ETA and fields."""
+    import io
+
+    from gemma_toolcall.progress import Progress, progress
+
+    monkeypatch.delenv("GEMMA_TOOLCALL_PROGRESS_EVERY", raising=False)
+    log = io.StringIO()
+    with Progress(total=10, desc="filter", unit="row", every=3600, stream=log) as bar:
+        for _ in range(10):
+            bar.update(1)
+    assert "\r" not in log.getvalue() and log.getvalue().count("\n") == 1
+    assert log.getvalue().startswith("filter: 10/10 row (100%), ") and "done in" in log.getvalue()
+
+    log = io.StringIO()
+    with Progress(total=4, desc="train", unit="step", every=0, stream=log) as bar:
+        bar.update(1, loss=0.5, tok_s=190.0)
+    first = log.getvalue().splitlines()[0]
+    assert first.startswith("train: 1/4 step (25%), ") and "ETA" in first and first.endswith("loss 0.5, tok_s 190")
+
+    log = io.StringIO()
+    assert list(progress("abc", desc="copy", unit="shard", stream=log)) == ["a", "b", "c"]
+    assert log.getvalue().startswith("copy: 3/3 shard (100%)")
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar():
+    import io
+
+    from gemma_toolcall.progress import Progress
+
+    screen = io.StringIO()
+    with Progress(total=3, desc="render", unit="row", stream=screen, terminal=True) as bar:
+        bar.update(3, loss=1.0)
+    assert "\r" in screen.getvalue() and "3/3" in screen.getvalue() and "loss=1" in screen.getvalue()
+
