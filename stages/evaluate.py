@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from gemma_toolcall import bfcl, model as gemma, toucan
 from gemma_toolcall.chat_format import BOS, parse_model_turn, render_prompt
 from gemma_toolcall.params import load_section, value
+from gemma_toolcall.progress import Progress
 
 CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
 
@@ -155,16 +156,19 @@ def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir:
 
     metrics, samples = {"cases": len(cases), "heldout_skipped_malformed": skipped}, []
     for name, model in (("base", base), ("tuned", tuned)):
-        with tqdm(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
+        start = time.perf_counter()
+        with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
             outputs, ended = gemma.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size,
                                             progress=bar)
+        seconds = time.perf_counter() - start
         results = []
         for case, output, ended_turn in zip(cases, outputs, ended):
             verdict = {**judge(case, output, scorer), "ended_turn": ended_turn}
             results.append({"source": case["source"], "category": case["category"], **verdict})
             samples.append({"model": name, "source": case["source"], "category": case["category"], "id": case["id"],
                             "output": output, **verdict})
-        metrics[name] = summarize(results)
+        metrics[name] = {**summarize(results), "seconds": round(seconds, 1),
+                         "prompts_per_s": round(len(prompts) / seconds, 3)}
     metrics = {"summary": summary(metrics), **metrics}
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -160,8 +160,8 @@ class TsvLog:
             if self.progress is not None:
                 self.progress.update(step - self.progress.done, loss=round(row[name], 4),
                                      tok_s=round(row["tokens_per_s"], 1))
-        elif self.progress is not None:
-            self.progress.fields[f"eval_{name}"] = round(float(np.asarray(value)), 4)
+        elif mode == "eval" and name == "loss" and self.progress is not None:
+            self.progress.fields["eval_loss"] = round(row["eval_loss"], 4)
         self._write(mode)
 
     def _write(self, mode: str):

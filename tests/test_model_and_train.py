@@ -200,7 +200,11 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_base, formatted, tmp_path):
     args = ["--base", str(tiny_base), "--data", str(formatted), "--checkpoints", "ck", "--out", "lora",
             "--metrics", "metrics"]
     whole = stage_project(tmp_path / "whole", tiny_base, formatted, **cfg)
-    run_stage("train", whole, *args)
+    log = run_stage("train", whole, *args, env={"GEMMA_TOOLCALL_PROGRESS_EVERY": "0"}).stderr
+    # In a log (no terminal) the stage prints plain progress lines: step, loss, tokens/s, ETA.
+    lines = [line for line in log.splitlines() if line.startswith("train: ") and " step (" in line]
+    assert len(lines) >= 8 and "ETA" in lines[0] and "loss" in lines[0] and "tok_s" in lines[0]
+    assert lines[-1].startswith("train: 16/16 step (100%)") and "\r" not in log
 
     killed = stage_project(tmp_path / "killed", tiny_base, formatted, **cfg)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
