@@ -16,10 +16,11 @@ Systems, each in its own process (so peak memory is its own):
 Data: a synthetic Toucan stand-in run through the project's filter and render stages, tokenized with the base's
 tokenizer; examples longer than the sequence length are dropped. Each system consumes the examples in the same
 order, `--batch` rows per step. Reported per system and sequence length: real (non-padding) tokens/s, step time
-(`--steps` steps after `--warmup`, dispatched back to back and waited for once at the end, as a training loop that
-does not read values every step runs), padding share, peak memory (the accelerator allocator's peak; on CPU the
-process's peak RSS), for the JAX systems the compiled step's scratch memory as XLA plans it (activations, logits,
-gradients: the part the loss changes, comparable on any device), and MFU.
+(`--steps` steps after `--warmup`, at least 2 since a JAX step compiles on its first two calls; dispatched back to
+back and waited for once at the end, as a training loop that does not read values every step runs), padding share,
+peak memory (the accelerator allocator's peak; on CPU the process's peak RSS), for the JAX systems the compiled
+step's scratch memory as XLA plans it (activations, logits, gradients: the part the loss changes, comparable on
+any device), and MFU.
 
 `--batch-sweep` runs each system at `--batch`, doubling until the device runs out of memory (XLA's
 RESOURCE_EXHAUSTED, torch's OutOfMemoryError) or `--max-batch`, and reports its fastest batch and the largest that fit.
@@ -151,7 +152,8 @@ def run_jax(system: str, a) -> dict:
     from flax import nnx
 
     train_step, batches, model, config, projected, scratch = jax_step(system, a)
-    for b in batches[:a.warmup]:  # compiles
+    # The first two calls compile: the second's inputs are the first's outputs (committed, donated), another key.
+    for b in batches[:a.warmup]:
         jax.block_until_ready(train_step(b))
     start = time.perf_counter()
     for b in batches[a.warmup:]:  # no host sync inside: the device queue stays full
@@ -348,8 +350,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> list[dict]:
     a = parser().parse_args(argv)
-    if a.warmup < 1 or a.steps < 1:
-        raise SystemExit("--warmup and --steps must be at least 1 (the first step compiles)")
+    if a.warmup < 2 or a.steps < 1:
+        raise SystemExit("--warmup must be at least 2 (the first two JAX steps compile) and --steps at least 1")
     if a.worker:  # one system, one sequence length, one batch, in this process
         a.seq = a.seq[0]
         out = worker(a)
