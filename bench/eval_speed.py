@@ -1,6 +1,7 @@
-"""Prompts per second of evaluation decoding: the previous loop (every batch left-padded to the longest prompt of
-the whole set, fixed batch order) against `gemma_toolcall.model.generate` (batches by length, each padded to its
-own power of two), on the same prompts, model and settings. Both stop a batch once all its rows have ended.
+"""Prompts per second of evaluation decoding: the previous loop (the raw model, whose prefill projects every prompt
+position onto the vocabulary; every batch left-padded to the longest prompt of the whole set) against
+`gemma_toolcall.model.generate` (the last-position prefill of `sampling_view`; batches by length, each padded to
+its own power of two), on the same prompts, model and settings. Both stop a batch once all its rows have ended.
 
     python bench/eval_speed.py --lora models/lora --prompts 32 --batch 4 --max-new-tokens 128
 """
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gemma_toolcall import model as gemma  # noqa: E402
 from gemma_toolcall.chat_format import BOS  # noqa: E402
+from gemma_toolcall.params import value  # noqa: E402
 from stages import evaluate  # noqa: E402
 
 
@@ -50,7 +52,8 @@ def main() -> None:
     args = ap.parse_args()
     p = evaluate.EvaluateParams(limit=args.prompts, heldout_limit=args.prompts, batch_size=args.batch,
                                 max_new_tokens=args.max_new_tokens)
-    cases = evaluate.bfcl_cases(args.bfcl, p, "pretty") + evaluate.heldout_cases(args.validation, p, "pretty")[0]
+    style = value("render.json_style")
+    cases = evaluate.bfcl_cases(args.bfcl, p, style) + evaluate.heldout_cases(args.validation, p, style)[0]
     # An even spread over categories and held-out rows, in a fixed order.
     cases = [cases[i * len(cases) // args.prompts] for i in range(args.prompts)]
     prompts = [c["prompt"][len(BOS):] for c in cases]

@@ -59,10 +59,10 @@ def tool_server(name: str, extra_slugs: frozenset[str] = frozenset()) -> str:
     """The server slug of an offered tool name `<slug>-<tool>`. Both parts may hold '-', so the longest prefix that
     is a known server (the catalogue's, or `extra_slugs` from a row's "Server Name::tool" targets) wins; a server
     outside the catalogue falls back to everything before the last '-'."""
-    known = known_slugs() | extra_slugs
+    known = known_slugs()
     cut = name.rfind("-")
     while cut > 0:
-        if name[:cut] in known:
+        if name[:cut] in known or name[:cut] in extra_slugs:
             return name[:cut]
         cut = name.rfind("-", 0, cut)
     return name.rsplit("-", 1)[0]

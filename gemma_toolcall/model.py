@@ -480,7 +480,7 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
     lengths = [len(tokenizer.encode(p)) + 1 for p in prompts]  # + <bos>
     padded_length = lambda n: max(32, 1 << (n - 1).bit_length())  # noqa: E731
     cache = 1 << (padded_length(max(lengths, default=1)) + max_new_tokens).bit_length()  # > prompt + generation
-    sampler = sampler_lib.Sampler(model, TokenizerAdapter(tokenizer.sp), sampler_lib.CacheConfig(
+    sampler = sampler_lib.Sampler(sampling_view(model), TokenizerAdapter(tokenizer.sp), sampler_lib.CacheConfig(
         cache_size=cache, num_layers=config["num_hidden_layers"], num_kv_heads=config["num_key_value_heads"],
         head_dim=config["head_dim"]))
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -498,3 +498,41 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
         if progress is not None:
             progress.update(len(rows))
     return texts, ended
+
+
+def sampling_view(model):
+    """`model` as tunix's sampler should see it: the prefill computes logits at the last prompt position only.
+    tunix's Gemma 3 has no `decode_only_last_token`, so its prefill projects every prompt position onto the
+    262,144-token vocabulary (about two thirds of a 270M prefill's FLOPs, and a [batch, prompt, 262,144] float32
+    tensor) to keep one row. The view shares the model's parameters."""
+    return _last_token_view()(model)
+
+
+@functools.cache
+def _last_token_view():
+    from flax import nnx
+
+    class LastTokenLogits(nnx.Module):
+        def __init__(self, model):
+            self.model = model
+
+        @property
+        def config(self):
+            return self.model.config
+
+        @property
+        def num_embed(self):
+            return self.model.num_embed
+
+        def get_attention_mask(self, *args, **kwargs):
+            return self.model.get_attention_mask(*args, **kwargs)
+
+        def __call__(self, tokens, positions, cache, attention_mask, decode_only_last_token: bool = False):
+            if not decode_only_last_token:
+                return self.model(tokens, positions, cache, attention_mask)
+            # The full logits go unused, so under jit XLA drops their projection (as in training's loss).
+            _, cache = self.model(tokens, positions, cache, attention_mask, output_hidden_states=True)
+            (hidden,) = nnx.pop(self.model, nnx.Intermediate)["all_hidden_states"].get_value()
+            return self.model.embedder.decode(hidden[:, -1:]), cache
+
+    return LastTokenLogits

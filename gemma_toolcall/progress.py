@@ -37,14 +37,15 @@ class Progress:
     """`update(n, **fields)` counts `n` more units done and shows the latest `fields` (loss=..., tok_s=...)."""
 
     def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", every: float = 30.0,
-                 stream: TextIO | None = None, terminal: bool | None = None):
+                 stream: TextIO | None = None, terminal: bool | None = None, initial: int = 0):
         self.total, self.desc, self.unit = total, desc, unit
         self.every = float(os.environ.get(EVERY_ENV, every))
         self.stream = stream or sys.stderr
         self.terminal = self.stream.isatty() if terminal is None else terminal
-        self.done, self.fields = 0, {}
+        self.done, self.fields = initial, {}
+        self.initial = initial  # done before this run (a resumed one): not part of its rate
         self.start = self.last = time.monotonic()
-        self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream) if self.terminal else None
+        self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream, initial=initial) if self.terminal else None
         self.closed = False
 
     def update(self, n: int = 1, **fields) -> None:
@@ -59,7 +60,7 @@ class Progress:
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - self.initial) / elapsed
         done = f"{self.done}/{self.total} {self.unit}" if self.total else f"{self.done} {self.unit}"
         parts = [f"{self.desc}: {done}" + (f" ({100 * self.done / self.total:.0f}%)" if self.total else ""),
                  f"{rate:.4g} {self.unit}/s"]

@@ -2,8 +2,11 @@
 
 - BFCL (data/bfcl): per category, the share of questions whose model turn parses into calls that BFCL's own AST
   checker accepts (irrelevance: no call).
-- Held-out Toucan (data/filtered/validation.parquet): the first model turn's calls, exact (names and arguments) and
-  by name, and the share of outputs that parse.
+- Held-out Toucan (data/filtered/validation.parquet): the first model turn's calls. Rows that need a call (name and
+  exact match, argument accuracy) are reported apart from rows that need none (answered without a call), each with
+  its n.
+- For every output, whether it ended its turn (`ended_turn`); per model, the time and prompts/s; and a `summary`
+  block, base beside tuned.
 
 Prompts are rendered by the same module as the training data (the `render.json_style` of training), decoded
 greedily with tunix's KV-cache sampler, and parsed by the module that renders calls. metrics/eval.json holds the
@@ -60,10 +63,7 @@ def heldout_cases(validation: Path, p: EvaluateParams, style: str) -> tuple[list
         except toucan.MalformedRow:
             skipped += 1
             continue
-        first_model = next((t for t in conv.turns if t.role == "model"), None)
-        if first_model is None:  # nothing to compare with (filter drops such rows; other sources may not)
-            skipped += 1
-            continue
+        first_model = next(t for t in conv.turns if t.role == "model")  # parse_row refuses rows without one
         prompt = render_prompt(conv.tools, conv.turns[0].text, style, conv.system)
         cases.append({"source": "heldout", "category": row["subset_name"], "id": row["uuid"], "prompt": prompt,
                       "expected": [asdict(c) for c in first_model.calls]})
@@ -81,7 +81,8 @@ def judge(case: dict, output: str, scorer: bfcl.Scorer) -> dict:
             passed, reason = False, "unparseable: " + "; ".join(parsed.errors)
         return {**verdict, "passed": passed, "reason": reason}
     expected = case["expected"]
-    exact = parsed.format_valid and calls == expected
+    in_order = lambda cs: sorted(cs, key=lambda c: json.dumps(c, sort_keys=True))  # noqa: E731  parallel calls: any order
+    exact = parsed.format_valid and in_order(calls) == in_order(expected)
     names = parsed.format_valid and sorted(c["name"] for c in calls) == sorted(c["name"] for c in expected)
     reason = "exact" if exact else "names only" if names else \
         ("unparseable: " + "; ".join(parsed.errors)) if not parsed.format_valid else \
@@ -129,7 +130,9 @@ def summarize(results: list[dict]) -> dict:
                           "exact_match": rate(r["passed"] for r in call),
                           "argument_accuracy": round(sum(r["arguments_right"] for r in call) / expected_args, 4)
                           if expected_args else None},
-            "no_call_rows": {"n": len(no_call), "no_call_accuracy": rate(not r["calls"] for r in no_call)},
+            # A broken attempt at a call (unparseable) is no correct "no call".
+            "no_call_rows": {"n": len(no_call),
+                             "no_call_accuracy": rate(r["format_valid"] and not r["calls"] for r in no_call)},
             "parse_rate": rate(r["format_valid"] for r in held)},
     }
 

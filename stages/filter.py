@@ -83,8 +83,9 @@ def select(batch: pa.RecordBatch, p: FilterParams, dropped: dict[str, int]) -> p
 
 
 def verdict(p: FilterParams, row: dict) -> str:
-    """A row's split, or the rule or malformation kind it is dropped for. The rules are checked again on the parsed
-    row: the structural counts of `select` are exact only for Toucan's spelling, and a kept row must obey them."""
+    """A row's split, or the rule or malformation kind it is dropped for. The user-turn and offered-tool rules are
+    checked again on the parsed row: the structural counts of `select` are exact only for Toucan's spelling, and a
+    kept row must obey them."""
     try:
         conv = toucan.parse_row(row)
         check_free_text(conv)

@@ -50,7 +50,8 @@ class LoraParams:
         unknown = set(self.targets) - set(gemma.LORA_TARGETS)
         if unknown:
             return f"targets: unknown {sorted(unknown)}; choose from {list(gemma.LORA_TARGETS)}"
-        if isinstance(self.train_tokens, str) and self.train_tokens not in ("auto", "none"):
+        if not isinstance(self.train_tokens, (str, list, tuple)) or (
+                isinstance(self.train_tokens, str) and self.train_tokens not in ("auto", "none")):
             return f"train_tokens must be auto, none or a list of token ids or pieces, got {self.train_tokens!r}"
         if not isinstance(self.train_tokens, str) and not all(
                 isinstance(t, (int, str)) and not isinstance(t, bool) for t in self.train_tokens):
@@ -61,7 +62,7 @@ class LoraParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    learning_rate: float = 2e-4
+    learning_rate: float = 5e-4
     warmup_steps: int = 5
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -129,13 +130,13 @@ class TsvLog:
     """A tunix logging backend: train and eval scalars by step, rewritten to TSV as they come (nothing lost on
     a crash), kept across resumes."""
 
-    def __init__(self, train_path: Path, eval_path: Path, token_counter: list, schedule, progress=None):
+    def __init__(self, train_path: Path, eval_path: Path, token_counter: list, schedule):
         self.schedule = schedule  # tunix finds no learning rate in a chained optimizer; the schedule knows it
         self.paths = {"train": train_path, "eval": eval_path}
         self.rows = {mode: self._read(path) for mode, path in self.paths.items()}
         self.tokens = token_counter  # real (non-pad) tokens consumed so far, updated by the data iterator
         self.last = (time.perf_counter(), 0)
-        self.progress = progress  # plain progress lines for a log (tunix draws its own bar on a terminal)
+        self.progress = None  # a Progress for plain lines in a log, set by `run`
 
     @staticmethod
     def _read(path: Path) -> dict[int, dict]:
@@ -191,10 +192,10 @@ def run_fingerprint(lora: LoraParams, p: TrainParams, base_dir: Path, data_paths
     return h.hexdigest()
 
 
-def select_train_tokens(lora: LoraParams, embedding, tok) -> tuple[list[int], dict]:
-    """The token ids whose rows train, and what the untrained-row check found (for metrics/train.json)."""
+def select_train_tokens(lora: LoraParams, embedding, tok, centroid) -> tuple[list[int], dict]:
+    """The token ids whose rows train, and what the untrained-row check found (for metrics/train.json);
+    `centroid` is `gemma.untrained_centroid` of this embedding."""
     candidates = gemma.format_token_ids(tok)
-    centroid = gemma.untrained_centroid(embedding, tok)
     report = {"criterion": f"cosine with the centroid of the <unusedN> rows > {gemma.UNTRAINED_COSINE}",
               "checked": gemma.untrained_report(embedding, centroid, candidates)}
     if lora.train_tokens == "auto":
@@ -224,16 +225,17 @@ def make_optimizer(lora: LoraParams, p: TrainParams, max_steps: int):
         return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(max_steps, warmup + 1),
                                                   end_value=peak * 0.1)
 
-    def adamw(peak):
-        return optax.adamw(schedule(peak), weight_decay=p.weight_decay)
-
     def label(params):
         import jax
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: "token_rows" if "token_rows" in jax.tree_util.keystr(path) else "lora", params)
 
-    optimizer = optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.multi_transform(
-        {"lora": adamw(p.learning_rate), "token_rows": adamw(p.learning_rate * lora.train_tokens_lr_scale)}, label))
+        def kind(path, _):  # e.g. ['embedder']['token_rows'].value
+            return "token_rows" if any(getattr(k, "key", None) == "token_rows" for k in path) else "lora"
+        return jax.tree_util.tree_map_with_path(kind, params)
+
+    # The rows get no weight decay: decay would pull tied output rows towards zero, against `<end_of_turn>`'s logit.
+    optimizer = optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.multi_transform({
+        "lora": optax.adamw(schedule(p.learning_rate), weight_decay=p.weight_decay),
+        "token_rows": optax.adam(schedule(p.learning_rate * lora.train_tokens_lr_scale))}, label))
     return optimizer, schedule(p.learning_rate)
 
 
@@ -298,21 +300,20 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
     dtype = jnp.float32 if p.dtype == "float32" else jnp.bfloat16
     base, _ = gemma.load(base_dir, dtype=dtype, mesh=mesh)
     embedding = base.embedder.input_embedding.get_value()
-    token_ids, token_report = select_train_tokens(lora, embedding, tok)
+    centroid = gemma.untrained_centroid(embedding, tok)
+    token_ids, token_report = select_train_tokens(lora, embedding, tok, centroid)
     print(f"train: token rows checked ({token_report['criterion']}): " + ", ".join(
         f"{piece} {c['id']} cos {c['cosine_to_untrained']}" for piece, c in token_report["checked"].items())
         + f"; training rows {token_report['trained'] or 'none'}", flush=True)
     with mesh if mesh is not None else contextlib.nullcontext():
         model = gemma.apply_lora(base, lora.rank, lora.alpha, lora.targets, seed=p.seed, dtype=jnp.float32)
         if token_ids:
-            gemma.add_token_rows(model, token_ids, gemma.starting_rows(
-                embedding, gemma.untrained_centroid(embedding, tok), token_ids))
-    del embedding
+            gemma.add_token_rows(model, token_ids, gemma.starting_rows(embedding, centroid, token_ids))
+    del embedding, centroid
 
     optimizer, schedule = make_optimizer(lora, p, max_steps)
     tokens_seen = [0]
-    progress = None if sys.stderr.isatty() else Progress(total=max_steps, desc="train", unit="step")
-    log = TsvLog(ckpt_dir / "train_log.tsv", ckpt_dir / "eval_log.tsv", tokens_seen, schedule, progress)
+    log = TsvLog(ckpt_dir / "train_log.tsv", ckpt_dir / "eval_log.tsv", tokens_seen, schedule)
     backends = [lambda: log]
     if p.wandb and os.environ.get("WANDB_API_KEY"):
         from tunix.sft.metrics_logger import WandbBackend
@@ -336,13 +337,15 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
             yield b
 
     start = time.perf_counter()
-    if progress is not None:
-        progress.done = resumed_from  # a resumed run counts on from its checkpoint
-    with mesh if mesh is not None else contextlib.nullcontext():
-        trainer.train(train_iter(), eval_set)
+    if not sys.stderr.isatty():  # tunix draws its own bar on a terminal
+        log.progress = Progress(total=max_steps, desc="train", unit="step", initial=resumed_from)
+    try:
+        with mesh if mesh is not None else contextlib.nullcontext():
+            trainer.train(train_iter(), eval_set)
+    finally:
+        if log.progress is not None:
+            log.progress.close()
     seconds = time.perf_counter() - start
-    if progress is not None:
-        progress.close()
 
     # The adapter, and what it belongs to.
     state = lora_state(model)

@@ -239,8 +239,9 @@ def test_bad_train_params_stop_with_a_message(tiny_base, formatted, tmp_path):
     from gemma_toolcall.params import ConfigError, from_dict
     with pytest.raises(ConfigError, match="lora.targets: unknown"):
         from_dict("lora", train.LoraParams, {"targets": ["q_proj"]})
-    with pytest.raises(ConfigError, match="lora.train_tokens must be auto, none or a list"):
-        from_dict("lora", train.LoraParams, {"train_tokens": "all"})
+    for bad in ("all", 106, None):
+        with pytest.raises(ConfigError, match="lora.train_tokens must be auto, none or a list"):
+            from_dict("lora", train.LoraParams, {"train_tokens": bad})
     with pytest.raises(SystemExit, match="lora.train_tokens: '<nope>' is not a token"):
         train.run(train.LoraParams(train_tokens=("<nope>",)), params(), tiny_base, formatted, tmp_path / "c",
                   tmp_path / "l", tmp_path / "m")
@@ -302,16 +303,15 @@ def clustered_vocabulary(tmp_path: Path):
 
 def test_untrained_format_tokens_are_found_and_moved_out_of_their_cluster(tmp_path):
     tok, table = clustered_vocabulary(tmp_path)
-    lora = train.LoraParams()
-    ids, report = train.select_train_tokens(lora, table, tok)
+    centroid = gemma.untrained_centroid(table, tok)
+    ids, report = train.select_train_tokens(train.LoraParams(), table, tok, centroid)
     assert ids == [tok.end_of_turn] and report["trained"] == {"<end_of_turn>": tok.end_of_turn}
     assert report["checked"]["<end_of_turn>"]["cosine_to_untrained"] > 0.99
     assert report["checked"]["<start_of_turn>"]["untrained"] is False
     assert {"<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<tool_call>"} <= set(report["checked"])
-    assert train.select_train_tokens(train.LoraParams(train_tokens="none"), table, tok)[0] == []
-    assert train.select_train_tokens(train.LoraParams(train_tokens=(2, "<tool_call>")), table, tok)[0] == [2, 8]
+    assert train.select_train_tokens(train.LoraParams(train_tokens="none"), table, tok, centroid)[0] == []
+    assert train.select_train_tokens(train.LoraParams(train_tokens=(2, "<tool_call>")), table, tok, centroid)[0] == [2, 8]
 
-    centroid = gemma.untrained_centroid(table, tok)
     start = gemma.starting_rows(table, centroid, [tok.end_of_turn, 2])
     unit = lambda x: x / np.linalg.norm(x)  # noqa: E731
     assert float(unit(start[0]) @ np.asarray(centroid)) < gemma.UNTRAINED_COSINE  # out of the cluster
@@ -321,5 +321,23 @@ def test_untrained_format_tokens_are_found_and_moved_out_of_their_cluster(tmp_pa
 def test_a_vocabulary_without_unused_pieces_flags_nothing(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     table = np.random.default_rng(0).normal(size=(tok.vocab_size, 16))
-    ids, report = train.select_train_tokens(train.LoraParams(), table, tok)
+    assert gemma.untrained_centroid(table, tok) is None
+    ids, report = train.select_train_tokens(train.LoraParams(), table, tok, None)
     assert ids == [] and not any(c["untrained"] for c in report["checked"].values())
+
+
+def test_token_rows_have_their_own_learning_rate_and_no_weight_decay(tiny_base):
+    import jax
+    from flax import nnx
+
+    model = gemma.apply_lora(gemma.load(tiny_base)[0], 4, 8)
+    gemma.add_token_rows(model, [4, 5], np.zeros((2, 64), np.float32))
+    optimizer, _ = train.make_optimizer(train.LoraParams(train_tokens_lr_scale=10.0), params(max_steps=5), 5)
+    state = nnx.Optimizer(model, optimizer, wrt=nnx.LoRAParam).opt_state
+    groups = {}
+    for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]:
+        text = jax.tree_util.keystr(path)
+        if ".mu[" in text:  # AdamW's first moment, one per parameter, under its group
+            groups.setdefault(text.split("inner_states['")[1].split("'")[0], []).append(text)
+    assert len(groups["token_rows"]) == 1 and "['embedder']['token_rows']" in groups["token_rows"][0]
+    assert len(groups["lora"]) == 2 * 2 * 6 and not any("token_rows" in t for t in groups["lora"])
