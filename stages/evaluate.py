@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Union
 
 import pyarrow.parquet as pq
 
@@ -33,20 +34,29 @@ CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irr
 @dataclass(frozen=True)
 class EvaluateParams:
     categories: tuple = CATEGORIES
-    limit: int = 2  # questions per BFCL category (0: all); small so a CPU run stays short
+    # Questions per BFCL category (0: all), or {category: n} for each of `categories`; small so a CPU run stays short.
+    limit: Union[int, dict] = 2
     heldout_limit: int = 8  # validation rows (0: all)
     max_new_tokens: int = 128
     batch_size: int = 4
 
     def validate(self):
-        if self.limit < 0 or self.heldout_limit < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
-            return "limit and heldout_limit must be >= 0, max_new_tokens and batch_size >= 1"
+        limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in limits):
+            return f"limit must be an int >= 0 or a map of category to int >= 0, got {self.limit!r}"
+        if isinstance(self.limit, dict) and set(self.limit) != set(self.categories):
+            return f"limit must name exactly the categories {list(self.categories)}, got {sorted(self.limit)}"
+        if self.heldout_limit < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
+            return "heldout_limit must be >= 0, max_new_tokens and batch_size >= 1"
+
+    def category_limit(self, category: str) -> int:
+        return self.limit[category] if isinstance(self.limit, dict) else self.limit
 
 
 def bfcl_cases(root: Path, p: EvaluateParams, style: str) -> list[dict]:
     cases = []
     for category in p.categories:
-        for q in bfcl.load(root, category, p.limit or None):
+        for q in bfcl.load(root, category, p.category_limit(category) or None):
             prompt = render_prompt(bfcl.tools(q), bfcl.user_text(q), style, bfcl.system_text(q))
             cases.append({"source": "bfcl", "category": category, "id": q["id"], "prompt": prompt, "question": q})
     return cases

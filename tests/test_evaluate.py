@@ -63,3 +63,23 @@ def test_heldout_metrics_split_call_rows_from_no_call_rows():
     held = evaluate.summarize(results)["heldout"]
     assert held["call_rows"] == {"n": 2, "name_match": 1.0, "exact_match": 0.5, "argument_accuracy": 0.75}
     assert held["no_call_rows"] == {"n": 2, "no_call_accuracy": 0.5}
+
+
+def test_limit_per_category_and_its_config_errors(tmp_path):
+    """`evaluate.limit` is one n for every category or one per category (the quality profile asks 100 simple and
+    50 parallel); a map that misses a category, or a negative n, stops with a message naming the fix."""
+    import pytest
+    from gemma_toolcall.params import ConfigError, from_dict
+
+    bfcl.fetch(tmp_path / "bfcl")
+    limits = {"simple_python": 3, "multiple": 2, "parallel": 1, "parallel_multiple": 1, "irrelevance": 0}
+    p = from_dict("evaluate", evaluate.EvaluateParams, {"limit": limits})
+    counts = {}
+    for case in evaluate.bfcl_cases(tmp_path / "bfcl", p, "compact"):
+        counts[case["category"]] = counts.get(case["category"], 0) + 1
+    everything = len(bfcl.load(tmp_path / "bfcl", "irrelevance"))
+    assert counts == {**limits, "irrelevance": everything} and everything > 3  # 0: all of them
+    with pytest.raises(ConfigError, match="name exactly the categories"):
+        from_dict("evaluate", evaluate.EvaluateParams, {"limit": {"simple_python": 3}})
+    with pytest.raises(ConfigError, match="int >= 0"):
+        from_dict("evaluate", evaluate.EvaluateParams, {"limit": {**limits, "parallel": -1}})
