@@ -131,7 +131,8 @@ def write_converted(names: list[str], tasks: list[list], work, out: Path, desc: 
                 for task in shard_tasks:
                     path, counts = next(results)
                     table = toucan.unspill(path)
-                    writer.write_table(table)
+                    if table.num_rows:  # an empty row group trips some readers (`datasets`)
+                        writer.write_table(table)
                     rows_out += table.num_rows
                     for k, v in counts.items():
                         dropped[k] += v
