@@ -210,7 +210,8 @@ def answer_question(q: Question, config: str, seed: int, i: int, cat: sft.Catalo
         return m
 
     def call(t: Tool, args: dict, thought: str | None) -> dict:
-        return {**said("", thought), "function_call": {"name": name(t), "arguments": json.dumps(args, ensure_ascii=False)}}
+        arguments = json.dumps(args, ensure_ascii=False)
+        return {**said("", thought), "function_call": {"name": name(t), "arguments": arguments}}
 
     offered = ordered(q.available)
     messages = [{"role": "system", "content": SYSTEM.format(tools="\n".join(spec_json(t, config) for t in offered))}]
@@ -245,7 +246,8 @@ def answer_question(q: Question, config: str, seed: int, i: int, cat: sft.Catalo
         responses = [phrasing.respond(rng, t, a) for t, a in calls]
         if len(calls) > 1 and rng.random() < 0.4:
             messages += [call(t, a, thought) for t, a in calls]
-            messages += [{"role": "function", "name": name(t), "content": r.content} for (t, _), r in zip(calls, responses)]
+            messages += [{"role": "function", "name": name(t), "content": r.content}
+                         for (t, _), r in zip(calls, responses)]
         else:
             for k, ((t, a), r) in enumerate(zip(calls, responses)):
                 if k and rng.random() < 0.7:
@@ -315,7 +317,8 @@ def chunk_rows(chunk: Chunk) -> list[dict]:
     return out
 
 
-def plan_chunks(config: str, rows: int, seed: int, shards: int, chunk_rows_max: int = sft.ROW_CHUNK) -> list[list[Chunk]]:
+def plan_chunks(config: str, rows: int, seed: int, shards: int,
+                chunk_rows_max: int = sft.ROW_CHUNK) -> list[list[Chunk]]:
     """Per shard, the chunks of its question range (shard k holds questions [rows*k/shards, rows*(k+1)/shards))."""
     bounds = [rows * k // shards for k in range(shards + 1)]
     return [[Chunk(config, seed, s, min(s + chunk_rows_max, bounds[k + 1]))

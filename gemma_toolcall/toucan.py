@@ -1,4 +1,5 @@
-"""The Toucan-1.5M SFT config (the shape every stage reads; raw configs are converted to it: toucan_raw): its schema, streaming its shards, counting its structure, parsing one row.
+"""The Toucan-1.5M SFT config, the shape every stage reads (raw configs are converted to it: toucan_raw): its schema,
+streaming its shards, counting its structure, parsing one row.
 
 Field facts are in `shared/reference/toucan_schema.md`. Two ways to look at a row live here:
 - structural counts over whole Arrow arrays (user turns, target tools, available tools), vectorised, for analysis

@@ -88,7 +88,8 @@ def tool_name(config: str, server_name: str, tool: str) -> str:
 
 def convert_tools(metadata: str, config: str) -> tuple[str, list[str]]:
     """`tools` (every tool of every server in `metadata.mcp_servers`, OpenAI style, written like the SFT config) and
-    the servers' slugs."""
+    the servers' slugs. The same tool listed twice is listed once; two different tools of one name (servers of one
+    name in the catalogue, or OSS's unprefixed names) are a ConversionError."""
     meta = _loads(metadata, "bad_metadata", "metadata")
     servers = meta.get("mcp_servers") if isinstance(meta, dict) else None
     if not isinstance(servers, list):

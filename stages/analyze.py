@@ -88,8 +88,8 @@ def phase1_table(c: dict) -> list[dict]:
     present = sorted(int(k) for k in np.unique(t))
     rows += [_row("target_tools_exact", f"{k}_tools", w[t == k].sum(), n, f"Tasks requiring exactly {k} tool(s)")
              for k in present]
-    rows += [_row("target_tools_cumulative", f"{k}_or_fewer_tools", w[t <= k].sum(), n, f"Tasks requiring ≤{k} tool(s)")
-             for k in present if k > 0]
+    rows += [_row("target_tools_cumulative", f"{k}_or_fewer_tools", w[t <= k].sum(), n,
+                  f"Tasks requiring ≤{k} tool(s)") for k in present if k > 0]
     rows += [_row("available_tools_cumulative", f"{k}_or_fewer_available", w[a <= k].sum(), n,
                   f"Prompts with ≤{k} available tools") for k in PHASE1_AVAILABLE_CUTOFFS]
     rows += [_row("combined", f"{k}tools_AND_{m}available", w[(t <= k) & (a <= m)].sum(), n,

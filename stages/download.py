@@ -30,7 +30,8 @@ CONVERT_BATCH = 1024  # raw rows converted at a time (a row group is read in bat
 
 REAL_SHARDS = toucan_raw.shard_names(toucan.CONFIG)
 OFFLINE_HINT = ("Offline? Set `download.source: synthetic` (an embedded Toucan-schema stand-in) or "
-                "`download.source: local` with `download.local_dir` pointing at a folder of the config's parquet shards.")
+                "`download.source: local` with `download.local_dir` pointing at a folder of the configs' parquet "
+                "shards.")
 
 
 @dataclass(frozen=True)
