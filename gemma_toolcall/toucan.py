@@ -1,5 +1,4 @@
-"""The Toucan-1.5M SFT config, the shape every stage reads (raw configs are converted to it: toucan_raw): its schema,
-streaming its shards, counting its structure, parsing one row.
+"""The Toucan-1.5M SFT config: its schema, streaming its shards, counting its structure, parsing one row.
 
 Field facts are in `shared/reference/toucan_schema.md`. Two ways to look at a row live here:
 - structural counts over whole Arrow arrays (user turns, target tools, available tools), vectorised, for analysis
@@ -29,7 +28,6 @@ import pyarrow.parquet as pq
 COLUMNS = ("uuid", "subset_name", "question", "target_tools", "tools", "messages")
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 CONFIG = "SFT"
-CONFIGS = (CONFIG, "Kimi-K2", "OSS", "Qwen3")  # data/raw/<config>/ folders, read in this order
 
 USER_ROLE = r'"role":\s*"user"'
 # How this project writes parquet: plain (no dictionary) zstd pages read ~3x faster than pyarrow's defaults for
@@ -50,18 +48,11 @@ MAX_DEPTH = 200
 
 
 def shard_paths(raw_dir: Path) -> list[Path]:
-    """The parquet shards under `raw_dir/<config>/` of every config there, configs in CONFIGS order, shards in name
-    order (train-00000-of-00003 first)."""
-    paths = [p for config in CONFIGS for p in sorted((Path(raw_dir) / config).glob("*.parquet"))]
+    """The config's parquet shards under `raw_dir/SFT`, in name order (train-00000-of-00003 first)."""
+    paths = sorted((Path(raw_dir) / CONFIG).glob("*.parquet"))
     if not paths:
-        raise FileNotFoundError(f"no parquet shards under {Path(raw_dir)}/{{{','.join(CONFIGS)}}}: "
-                                "run `dvc repro download` first")
+        raise FileNotFoundError(f"no parquet shards under {Path(raw_dir) / CONFIG}: run `dvc repro download` first")
     return paths
-
-
-def config_of(path) -> str:
-    """The config a shard of `shard_paths` belongs to (its folder)."""
-    return Path(path).parent.name
 
 
 def check_schema(path: Path) -> None:
@@ -92,22 +83,12 @@ def row_groups(paths: list[Path]) -> list[RowGroup]:
     return out
 
 
-def read_row_group(group: RowGroup, columns=COLUMNS, batch_size: int = 4096,
-                   optional: Iterable[pa.Field] = ()) -> Iterator[pa.RecordBatch]:
-    """Stream one row group in record batches, every column as `string` (Hub shards may hold `large_string`), then
-    the `optional` fields: read where the shard has them, null where it does not (an SFT shard has no scores)."""
-    optional = tuple(optional)
-    present = set(pq.read_schema(group.path).names) if optional else set()
-    extra = [f for f in optional if f.name in present]
+def read_row_group(group: RowGroup, columns=COLUMNS, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+    """Stream one row group in record batches, every column as `string` (Hub shards may hold `large_string`)."""
     batches = pq.ParquetFile(group.path).iter_batches(batch_size=batch_size, row_groups=[group.index],
-                                                      columns=list(columns) + [f.name for f in extra],
-                                                      use_threads=False)
-    names = list(columns) + [f.name for f in optional]
+                                                      columns=list(columns), use_threads=False)
     for b in batches:
-        arrays = [b.column(c).cast(pa.string()) for c in columns]
-        arrays += [b.column(f.name).cast(f.type) if f.name in present else pa.nulls(b.num_rows, f.type)
-                   for f in optional]
-        yield pa.RecordBatch.from_arrays(arrays, names=names)
+        yield pa.RecordBatch.from_arrays([b.column(c).cast(pa.string()) for c in columns], names=list(columns))
 
 
 def _worker_init() -> None:

@@ -14,6 +14,8 @@ and dropped; anything the SFT shape can hold passes through, and the filter judg
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +23,7 @@ import pyarrow.parquet as pq
 from gemma_toolcall import toucan
 from gemma_toolcall.mcp_catalogue import slug
 
-CONFIGS = toucan.CONFIGS
+CONFIGS = (toucan.CONFIG, "Kimi-K2", "OSS", "Qwen3")  # data/raw/<config>/ folders, read in this order
 RAW_CONFIGS = CONFIGS[1:]
 REAL_ROWS = {"SFT": 119_287, "Kimi-K2": 518_516, "OSS": 457_130, "Qwen3": 551_613}
 REAL_SHARDS = {"SFT": 3, "Kimi-K2": 40, "OSS": 47, "Qwen3": 44}
@@ -53,6 +55,35 @@ def shard_names(config: str) -> list[str]:
     """The config's parquet shards in the Hub repo, e.g. `OSS/train-00000-of-00047.parquet`."""
     n = REAL_SHARDS[config]
     return [f"{config}/train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+
+
+def shard_paths(raw_dir: Path) -> list[Path]:
+    """The parquet shards under `raw_dir/<config>/` of every config there, configs in CONFIGS order, shards in name
+    order (train-00000-of-00003 first)."""
+    paths = [p for config in CONFIGS for p in sorted((Path(raw_dir) / config).glob("*.parquet"))]
+    if not paths:
+        raise FileNotFoundError(f"no parquet shards under {Path(raw_dir)}/{{{','.join(CONFIGS)}}}: "
+                                "run `dvc repro download` first")
+    return paths
+
+
+def config_of(path) -> str:
+    """The config a shard of `shard_paths` belongs to (its folder)."""
+    return Path(path).parent.name
+
+
+def read_normalized(group: toucan.RowGroup, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+    """One row group in the normalized shape (SCHEMA), streamed: the six SFT columns as `toucan.read_row_group` gives
+    them, then EXTRA_FIELDS where the shard has them and null where it does not (an SFT shard has no scores)."""
+    present = set(pq.read_schema(group.path).names)
+    extra = [f.name for f in EXTRA_FIELDS if f.name in present]
+    batches = pq.ParquetFile(group.path).iter_batches(batch_size=batch_size, row_groups=[group.index],
+                                                      columns=list(toucan.COLUMNS) + extra, use_threads=False)
+    for b in batches:
+        arrays = [b.column(c).cast(pa.string()) for c in toucan.COLUMNS]
+        arrays += [b.column(f.name).cast(f.type) if f.name in present else pa.nulls(b.num_rows, f.type)
+                   for f in EXTRA_FIELDS]
+        yield pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 
 def check_raw_schema(path) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gemma_toolcall import toucan
+from gemma_toolcall import toucan, toucan_raw
 from gemma_toolcall.progress import Progress
 
 PHASE1_TARGET_CUTOFFS = (1, 2, 3)
@@ -140,9 +140,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def run(raw: Path, out: Path) -> dict:
-    paths = toucan.shard_paths(raw)
+    paths = toucan_raw.shard_paths(raw)
     counts = row_counts(paths)
-    configs = "+".join(dict.fromkeys(toucan.config_of(p) for p in paths))  # "SFT", or e.g. "Kimi-K2+OSS+Qwen3"
+    configs = "+".join(dict.fromkeys(toucan_raw.config_of(p) for p in paths))  # "SFT", or e.g. "Kimi-K2+OSS+Qwen3"
     write_csv(phase1_table(counts), Path(out) / "toucan_analysis_phase1.csv")
     write_csv(overview_table(counts, configs), Path(out) / "toucan_analysis.csv")
     return counts

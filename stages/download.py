@@ -200,7 +200,7 @@ def run(p: DownloadParams, out: Path, metrics_path: Path | None = None) -> dict:
     with building(out) as tmp:
         for config in p.configs:
             metrics[config] = fetch(p, config, tmp / config)
-        for shard in toucan.shard_paths(tmp):
+        for shard in toucan_raw.shard_paths(tmp):
             toucan.check_schema(shard)
     if metrics_path is not None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)

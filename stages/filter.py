@@ -164,7 +164,7 @@ def filter_row_group(p: FilterParams, spill_dir: str, group: toucan.RowGroup) ->
     """One row group (in a worker): the kept rows per split (spilled to Arrow files) and the drop counts."""
     dropped = drop_counts(p)
     kept: dict[str, list] = {s: [] for s in SPLITS}
-    for batch in toucan.read_row_group(group, optional=toucan_raw.EXTRA_FIELDS):
+    for batch in toucan_raw.read_normalized(group):
         for s, rows in filter_batch(p, batch, dropped).items():
             kept[s].append(rows)
     return {s: toucan.spill(pa.Table.from_batches(b, schema=kept_schema(p)), spill_dir) for s, b in kept.items()}, \
@@ -208,7 +208,7 @@ def keep_best(candidates: Path, best: dedup.BestPerKey, writers: Writers) -> Non
 
 
 def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
-    groups = toucan.row_groups(toucan.shard_paths(raw))
+    groups = toucan.row_groups(toucan_raw.shard_paths(raw))
     rows_in = sum(g.num_rows for g in groups)
     dropped = drop_counts(p)
     with building(out) as tmp, tempfile.TemporaryDirectory(prefix="filter-spill-") as spill_dir:
@@ -263,7 +263,7 @@ def run(p: FilterParams, raw: Path, out: Path, metrics_path: Path) -> dict:
 def rows_by_config(groups: list[toucan.RowGroup]) -> dict[str, int]:
     out: dict[str, int] = {}
     for g in groups:
-        config = toucan.config_of(g.path)
+        config = toucan_raw.config_of(g.path)
         out[config] = out.get(config, 0) + g.num_rows
     return out
 

@@ -119,7 +119,7 @@ def test_huggingface_source_fetches_and_converts_a_raw_config(hub, raw_small, tm
         table, _ = converted(path, "Kimi-K2")
         assert pq.read_table(cwd / "data/raw" / name).equals(table)
     assert metrics["Kimi-K2"]["rows_in"] == toucan.count_rows(list(shards.values()))
-    assert metrics["Kimi-K2"]["rows_out"] == toucan.count_rows(toucan.shard_paths(cwd / "data/raw")) - 1500
+    assert metrics["Kimi-K2"]["rows_out"] == toucan.count_rows(toucan_raw.shard_paths(cwd / "data/raw")) - 1500
     assert metrics["SFT"] == {"rows_in": 1500, "rows_out": 1500, "dropped": {}}
 
 
@@ -140,7 +140,7 @@ def test_local_source_converts_a_raw_config_and_counts_drops(tmp_path):
     rows_in = toucan.count_rows(list(shards.values()))
     assert metrics["rows_in"] == rows_in and metrics["dropped"]["bad_metadata"] == 1
     assert metrics["rows_out"] == rows_in - sum(metrics["dropped"].values())
-    out = toucan.shard_paths(cwd / "data/raw")
+    out = toucan_raw.shard_paths(cwd / "data/raw")
     assert [p.name for p in out] == [f"train-{i:05d}-of-00047.parquet" for i in range(47)]
     assert all(pq.read_schema(p) == toucan_raw.SCHEMA for p in out)
     loaded = datasets.load_dataset("parquet", data_files=[str(p) for p in out], split="train",

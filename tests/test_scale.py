@@ -9,7 +9,7 @@ import yaml
 
 from bench import scale
 from conftest import ROOT
-from gemma_toolcall import toucan
+from gemma_toolcall import toucan, toucan_raw
 
 COPIES = 16
 GROWTH = 80 * 2**20  # what the larger input may add to a stage's peak (arrays of small ints per row, allocator noise)
@@ -52,7 +52,7 @@ def test_download_memory_does_not_grow_with_rows(tmp_path):
         config["download"].update(config=["Kimi-K2", "OSS", "Qwen3"], rows=rows)
         (cwd / "params.yaml").write_text(yaml.safe_dump(config))
         peaks.append(scale.run_stage("download", cwd, cwd / "download.log"))
-        assert toucan.count_rows(toucan.shard_paths(cwd / "data" / "raw")) > 2.5 * rows
+        assert toucan.count_rows(toucan_raw.shard_paths(cwd / "data" / "raw")) > 2.5 * rows
     assert peaks[1]["max_process_rss_bytes"] < peaks[0]["max_process_rss_bytes"] + GROWTH, peaks
 
 
