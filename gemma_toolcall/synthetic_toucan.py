@@ -77,12 +77,15 @@ def scale_counts(counts: dict, total: int) -> dict:
     return {k: int(v) for k, v in zip(keys, base)}
 
 
-def quota_shuffle(counts: dict, n: int, rng: np.random.Generator) -> list:
-    """`n` labels in the proportions of `counts`, exactly (largest remainder), in seeded random order."""
-    scaled = scale_counts(counts, n)
-    labels = [k for k, c in scaled.items() for _ in range(c)]
+def quota_shuffle(counts: dict, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` labels in the proportions of `counts`, exactly (largest remainder), in seeded random order, as indices
+    into `list(counts)`."""
+    labels = np.repeat(np.arange(len(counts), dtype=np.int16), list(scale_counts(counts, n).values()))
     rng.shuffle(labels)
     return labels
+
+
+SUBSETS = tuple(SUBSET_X_TARGETS)
 
 
 @dataclass(frozen=True)
@@ -93,34 +96,55 @@ class RowPlan:
     user_turns: int
 
 
-def plan_rows(rows: int, rng: np.random.Generator) -> list[RowPlan]:
+@dataclass(frozen=True)
+class Plans:
+    """Rows' structural cells as small integer arrays (a few bytes a row): subset index, target tools, available
+    tools, user turns."""
+    subset: np.ndarray
+    targets: np.ndarray
+    available: np.ndarray
+    user_turns: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.subset)
+
+    def __getitem__(self, s: slice) -> "Plans":
+        return Plans(self.subset[s], self.targets[s], self.available[s], self.user_turns[s])
+
+    def rows(self) -> tuple[RowPlan, ...]:
+        return tuple(RowPlan(SUBSETS[s], int(t), int(a), int(u))
+                     for s, t, a, u in zip(self.subset, self.targets, self.available, self.user_turns))
+
+
+def plan_rows(rows: int, rng: np.random.Generator) -> Plans:
     """Assign each row its structural cell, with the real SFT proportions."""
     cells = {(s, t): c for s, by_t in SUBSET_X_TARGETS.items() for t, c in by_t.items()}
     scaled = scale_counts(cells, rows)
-    plans: list[dict] = []
-    for (subset, t), n in scaled.items():
-        plans.extend({"subset": subset, "t": t} for _ in range(n))
+    subset = np.repeat(np.array([SUBSETS.index(s) for s, _ in scaled], np.int8), list(scaled.values()))
+    targets = np.repeat(np.array([t for _, t in scaled], np.int8), list(scaled.values()))
+    multi = subset == SUBSETS.index("multi-turn")
     # Available-tool bins: per target count for single-turn rows, one table for multi-turn rows.
-    groups: dict[object, list[dict]] = {}
-    for p in plans:
-        key = "multi" if p["subset"] == "multi-turn" else min(p["t"], 4)
-        groups.setdefault(key, []).append(p)
-    for key in sorted(groups, key=str):
-        members = groups[key]
-        table = MULTI_TURN_AVAILABLE if key == "multi" else SINGLE_TURN_AVAILABLE[key]
-        for p, b in zip(members, quota_shuffle(dict(zip(AVAILABLE_BINS, table)), len(members), rng)):
-            p["bin"] = b
-        if key == "multi":
-            for p, u in zip(members, quota_shuffle(MULTI_TURN_USER_TURNS, len(members), rng)):
-                p["u"] = u
+    group = np.where(multi, 0, np.minimum(targets, 4))  # 0: multi-turn
+    bins = np.zeros(rows, np.int8)
+    user_turns = np.ones(rows, np.int8)
+    for key in sorted(np.unique(group).tolist(), key=lambda k: "multi" if k == 0 else str(k)):
+        members = np.flatnonzero(group == key)
+        table = MULTI_TURN_AVAILABLE if key == 0 else SINGLE_TURN_AVAILABLE[key]
+        bins[members] = quota_shuffle(dict(zip(AVAILABLE_BINS, table)), len(members), rng)
+        if key == 0:
+            turns = np.array(list(MULTI_TURN_USER_TURNS), np.int8)
+            user_turns[members] = turns[quota_shuffle(MULTI_TURN_USER_TURNS, len(members), rng)]
     # Exact values inside each bin, spread over all rows of the bin at once.
-    for b in AVAILABLE_BINS:
-        members = [p for p in plans if p["bin"] == b]
-        spread = WITHIN_BIN.get(b, {range(b[0], b[1] + 1): 1})
-        for p, value in zip(members, quota_shuffle(spread, len(members), rng)):
-            p["a"] = int(rng.choice(list(value))) if isinstance(value, range) else value
-    order = rng.permutation(len(plans))
-    return [RowPlan(plans[i]["subset"], plans[i]["t"], plans[i]["a"], plans[i].get("u", 1)) for i in order]
+    available = np.zeros(rows, np.int16)
+    for b, (low, high) in enumerate(AVAILABLE_BINS):
+        members = np.flatnonzero(bins == b)
+        spread = WITHIN_BIN.get((low, high), {range(low, high + 1): 1})
+        values = list(spread)
+        for i, label in zip(members, quota_shuffle(spread, len(members), rng)):
+            value = values[label]
+            available[i] = int(rng.choice(list(value))) if isinstance(value, range) else value
+    order = rng.permutation(rows)
+    return Plans(subset[order], targets[order], available[order], user_turns[order])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,7 +318,7 @@ class Chunk:
     """Rows [start, start + len(plans)) of a run: generated on their own from (seed, start)."""
     seed: int
     start: int
-    plans: tuple
+    plans: Plans
     malformed: dict  # row index within the chunk -> malformation kind
 
 
@@ -304,18 +328,23 @@ def plan_chunks(rows: int, seed: int) -> list[Chunk]:
     np_rng = np.random.default_rng(seed)
     plans = plan_rows(rows, np_rng)
     n_bad = round(rows * MALFORMED_SHARE)
-    bad_rows = {int(i): MALFORMED_KINDS[k % len(MALFORMED_KINDS)]
-                for k, i in enumerate(np_rng.choice(rows, size=n_bad, replace=False))}
-    return [Chunk(seed, s, tuple(plans[s:s + ROW_CHUNK]),
-                  {i - s: kind for i, kind in bad_rows.items() if s <= i < s + ROW_CHUNK})
-            for s in range(0, rows, ROW_CHUNK)]
+    bad = np_rng.choice(rows, size=n_bad, replace=False)
+    kinds = np.arange(n_bad) % len(MALFORMED_KINDS)
+    order = np.argsort(bad, kind="stable")
+    bad, kinds = bad[order], kinds[order]
+    chunks = []
+    for s in range(0, rows, ROW_CHUNK):
+        lo, hi = np.searchsorted(bad, [s, s + ROW_CHUNK])
+        chunks.append(Chunk(seed, s, plans[s:s + ROW_CHUNK],
+                            {int(i) - s: MALFORMED_KINDS[k] for i, k in zip(bad[lo:hi], kinds[lo:hi])}))
+    return chunks
 
 
 def chunk_rows(chunk: Chunk) -> list[dict]:
     rng = random.Random(f"{chunk.seed}:{chunk.start}")
     cat = catalogue()
     out = []
-    for i, plan in enumerate(chunk.plans):
+    for i, plan in enumerate(chunk.plans.rows()):
         row = make_row(rng, plan, cat)
         if i in chunk.malformed:
             malform(row, chunk.malformed[i], rng)

@@ -213,7 +213,7 @@ def test_stages_end_to_end_on_adversarial_rows(tmp_path):
     logs = [run_stage(stage, tmp_path, env={"GEMMA_TOOLCALL_PROGRESS_EVERY": "0"}).stderr
             for stage in ("analyze", "filter", "render")]
     data = json.loads((tmp_path / "metrics" / "data.json").read_text())
-    rules = sum(v for k, v in data["dropped"].items() if k != "malformed")
+    rules = sum(v["total"] if isinstance(v, dict) else v for k, v in data["dropped"].items() if k != "malformed")
     assert data["rows_in"] == len(ADVERSARIAL) == data["kept"] + rules + data["dropped"]["malformed"]["total"]
     malformed = data["dropped"]["malformed"]
     assert malformed["too_deep"] == 2 and malformed["no_model_turn"] == 1 and malformed["format_tag_in_text"] == 1
