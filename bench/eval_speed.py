@@ -1,6 +1,6 @@
 """Prompts per second of evaluation decoding: the previous loop (the raw model, whose prefill projects every prompt
 position onto the vocabulary; every batch left-padded to the longest prompt of the whole set) against
-`gemma_toolcall.model.generate` (the last-position prefill of `sampling_view`; batches by length, each padded to
+`gemma_toolcall.sampling.generate` (the last-position prefill of `sampling_view`; batches by length, each padded to
 its own power of two), on the same prompts, model and settings. Both stop a batch once all its rows have ended.
 
     python bench/eval_speed.py --lora models/lora --prompts 32 --batch 4 --max-new-tokens 128
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gemma_toolcall import model as gemma  # noqa: E402
+from gemma_toolcall import model as gemma, sampling  # noqa: E402
 from gemma_toolcall.chat_format import BOS  # noqa: E402
 from gemma_toolcall.params import value  # noqa: E402
 from stages import evaluate  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
     prompts = [c["prompt"][len(BOS):] for c in cases]
     tok = gemma.Tokenizer(args.base / "tokenizer.model")
     _, tuned, config = gemma.load_tuned(args.base, args.lora)
-    for name, run in (("previous", previous_generate), ("bucketed", lambda *a: gemma.generate(*a)[0])):
+    for name, run in (("previous", previous_generate), ("bucketed", lambda *a: sampling.generate(*a)[0])):
         start = time.perf_counter()
         texts = run(tuned, config, tok, prompts, args.max_new_tokens, args.batch)
         seconds = time.perf_counter() - start

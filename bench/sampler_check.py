@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gemma_toolcall import model as gemma  # noqa: E402
+from gemma_toolcall import model as gemma, sampling  # noqa: E402
 
 PROMPTS = ["The capital of France is", "Question: What is 2+2?\nAnswer:"]
 
 
 def sampler_greedy(model, config, tok, prompt: str, steps: int) -> str:
-    return gemma.generate(model, config, tok, [prompt], steps, 1)[0][0]
+    return sampling.generate(model, config, tok, [prompt], steps, 1)[0][0]
 
 
 def plain_greedy(model, tok, prompt: str, steps: int) -> str:

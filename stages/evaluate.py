@@ -23,7 +23,7 @@ from typing import Union
 
 import pyarrow.parquet as pq
 
-from gemma_toolcall import bfcl, model as gemma, toucan
+from gemma_toolcall import bfcl, model as gemma, sampling, toucan
 from gemma_toolcall.chat_format import BOS, parse_model_turn, render_prompt
 from gemma_toolcall.params import load_section, value
 from gemma_toolcall.progress import Progress
@@ -171,7 +171,7 @@ def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir:
     for name, model in (("base", base), ("tuned", tuned)):
         start = time.perf_counter()
         with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
-            outputs, ended = gemma.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size,
+            outputs, ended = sampling.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size,
                                             progress=bar)
         seconds = time.perf_counter() - start
         results = []

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pyarrow.parquet as pq
 
 from conftest import ROOT
-from gemma_toolcall import bfcl, model as gemma
+from gemma_toolcall import bfcl, model as gemma, sampling
 from stages import evaluate, filter as filter_stage, train
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -20,7 +20,7 @@ def test_sampler_decodes_what_the_model_predicts(tiny_base):
     assert (tok.sp.bos_id(), tok.sp.eos_id(), tok.sp.pad_id()) == (gemma.BOS, gemma.EOS, gemma.PAD)
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = ["abcdefg", "a longer prompt, padded less", "x"]
-    outputs, _ = gemma.generate(model, config, tok, prompts, 8, batch_size=2)
+    outputs, _ = sampling.generate(model, config, tok, prompts, 8, batch_size=2)
     assert outputs == [plain_greedy(model, tok, p, 8) for p in prompts]
 
 
