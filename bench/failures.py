@@ -89,11 +89,12 @@ def main() -> None:
                 continue
             first = next(t for t in conv.turns if t.role == "model")
             expected[row["uuid"]] = [{"name": c.name, "arguments": c.arguments} for c in first.calls]
-    counts, totals, examples = defaultdict(Counter), Counter(), {}
+    counts, totals, not_ended, examples = defaultdict(Counter), Counter(), Counter(), {}
     for line in open(args.samples, encoding="utf-8"):
         s = json.loads(line)
         group = (s["model"], "heldout" if s["source"] == "heldout" else s["category"])
         totals[group] += 1
+        not_ended[group] += not s["ended_turn"]
         if s["passed"]:
             counts[group]["passed"] += 1
             continue
@@ -101,11 +102,6 @@ def main() -> None:
         counts[group][kind] += 1
         examples.setdefault((group[0], kind), (group[1], s["output"][:200], s["reason"][:160]))
     header = ["model", "category", "n", "passed", *KINDS, "not_ended"]
-    not_ended = Counter()
-    for line in open(args.samples, encoding="utf-8"):
-        s = json.loads(line)
-        if not s["ended_turn"]:
-            not_ended[(s["model"], "heldout" if s["source"] == "heldout" else s["category"])] += 1
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for group in sorted(totals, key=lambda g: (g[0] != "base", g[1])):
