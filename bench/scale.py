@@ -6,9 +6,10 @@
 For each size: a project folder with params.yaml (download.source synthetic, download.config the chosen configs,
 download.rows the question pool that gives about N rows in all, filter.duplicates as chosen), then `python -m
 stages.<stage>` for download, analyze, filter and render in turn. Per stage it reports wall time, time per row
-(rows the stage reads), peak memory of the largest single process (ru_maxrss, from wait4) and of the stage's whole
-process tree (main process and its workers: the sum of their PSS, so pages shared after fork count once, sampled
-every 0.2 s from /proc), the peak size of the stage's temporary folder (TMPDIR, sampled every second) and the disk its
+(rows the stage reads), peak memory of the largest single process (its VmHWM, sampled from /proc: wait4's ru_maxrss
+would report the parent's size at fork, since Linux keeps an exec'ing process's old high-water mark) and of the stage's
+whole process tree (main process and its workers: the sum of their PSS, so pages shared after fork count once, sampled
+every 0.05 s from /proc), the peak size of the stage's temporary folder (TMPDIR, sampled every second) and the disk its
 output uses. With two or more sizes it prints each stage's time per row at the largest size over that at the
 smallest (1.0: linear; the target is within 1.2).
 """
@@ -61,11 +62,12 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def pss_bytes(pid: int) -> int:
+def proc_field(pid: int, file: str, field: str) -> int:
+    """A `field:  N kB` line of /proc/<pid>/<file>, in bytes (0 once the process is gone)."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(f"/proc/{pid}/{file}") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -76,7 +78,7 @@ def run_stage(stage: str, cwd: Path, log: Path) -> dict:
     args, _, _ = STAGES[stage]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GEMMA_TOOLCALL_PROGRESS_EVERY": "60", "TMPDIR": str(cwd / "tmp")}
     (cwd / "tmp").mkdir(exist_ok=True)
-    peak = {"pss": 0, "tmp": 0}
+    peak = {"pss": 0, "hwm": 0, "tmp": 0}
     done = threading.Event()
     start = time.perf_counter()
     with open(log, "w") as err:
@@ -86,22 +88,24 @@ def run_stage(stage: str, cwd: Path, log: Path) -> dict:
         def sample():
             ticks = 0
             while not done.is_set():
-                peak["pss"] = max(peak["pss"], sum(pss_bytes(p) for p in tree(proc.pid)))
-                if ticks % 5 == 0:
+                pids = tree(proc.pid)
+                peak["pss"] = max(peak["pss"], sum(proc_field(p, "smaps_rollup", "Pss") for p in pids))
+                peak["hwm"] = max([peak["hwm"]] + [proc_field(p, "status", "VmHWM") for p in pids])
+                if ticks % 20 == 0:
                     peak["tmp"] = max(peak["tmp"], disk_bytes(cwd / "tmp"))
                 ticks += 1
-                done.wait(0.2)
+                done.wait(0.05)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, usage = os.wait4(proc.pid, 0)  # the CPU time; its ru_maxrss is not this stage's (see above)
         done.set()
         sampler.join()
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{stage} failed ({proc.returncode}); see {log}:\n" + log.read_text()[-3000:])
-    return {"wall_s": wall, "max_process_rss_bytes": usage.ru_maxrss * 1024, "peak_tree_pss_bytes": peak["pss"],
+    return {"wall_s": wall, "max_process_rss_bytes": peak["hwm"], "peak_tree_pss_bytes": peak["pss"],
             "peak_tmp_bytes": peak["tmp"], "cpu_s": usage.ru_utime + usage.ru_stime}
 
 

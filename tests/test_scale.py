@@ -1,6 +1,9 @@
 """Memory does not grow with rows: each data stage, run as dvc runs it (bench/scale.py's runner), on a small and a
-16-times larger input, peaks at about the same RSS. A stage that held the rows (or their strings) in a list would
-need ~250 MB more at the larger size."""
+16-times larger input, peaks at about the same RSS in its largest process (the main one or any worker). A stage that
+held the rows (or their strings) in a list would need ~250 MB more at the larger size.
+
+The whole tree's PSS is not asserted here: on inputs this small a stage lasts about a second, and whether the sampler
+catches both workers busy at once moves it by ~150 MB (bench/scale.py reports it at real sizes)."""
 import shutil
 
 import pyarrow.parquet as pq
@@ -40,7 +43,6 @@ def test_data_stages_memory_does_not_grow_with_rows(raw_small, tmp_path, duplica
     for stage in ("analyze", "filter", "render"):
         small, large = peaks[stage, 1], peaks[stage, COPIES]
         assert large["max_process_rss_bytes"] < small["max_process_rss_bytes"] + GROWTH, (stage, small, large)
-        assert large["peak_tree_pss_bytes"] < small["peak_tree_pss_bytes"] + 2 * GROWTH, (stage, small, large)
 
 
 def test_download_memory_does_not_grow_with_rows(tmp_path):
