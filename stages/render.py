@@ -6,8 +6,10 @@ data/formatted/{split}-NNNNN-of-MMMMM.parquet with columns uuid, subset_name, te
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
+import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,8 @@ SCHEMA = pa.schema([
 @dataclass(frozen=True)
 class RenderParams:
     json_style: Literal["pretty", "compact"] = "pretty"
+    tool_order: Literal["given", "shuffled"] = "shuffled"
+    call_text: Literal["keep", "drop"] = "keep"
     rows_per_shard: int = 20000
 
     def validate(self):
@@ -44,13 +48,29 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
+def as_trained(p: RenderParams, conv: toucan.Conversation, uuid: str) -> toucan.Conversation:
+    """The conversation as the model is to learn it.
+    - `tool_order: shuffled`: the offered tools in an order drawn from the row's uuid (the same every run). Toucan
+      tends to list the tool a row calls first (the stand-in does in 80% of rows with a choice), and a model trained
+      on that order learns to call the first tool listed.
+    - `call_text: drop`: a model turn that calls tools opens with its first `<tool_call>`, without the words Toucan's
+      models wrote before it, so call or answer is decided at the turn's first token."""
+    if p.tool_order == "shuffled" and len(conv.tools) > 1:
+        tools = list(conv.tools)
+        random.Random(str(uuid)).shuffle(tools)  # a str seed hashes the same in every process (sha512)
+        conv = dataclasses.replace(conv, tools=tools)
+    if p.call_text == "drop":
+        conv = dataclasses.replace(conv, turns=[dataclasses.replace(t, text="") if t.calls else t for t in conv.turns])
+    return conv
+
+
 def render_rows(p: RenderParams, rows: Iterable[dict], dropped: dict[str, int]) -> pa.Table:
     """Filtered rows → rendered rows; a row that does not parse or render is counted in `dropped` under its kind."""
     cols: dict[str, list] = {"uuid": [], "subset_name": [], "text": []}
     offsets, starts, ends = [0], [], []
     for row in rows:
         try:
-            rendered = render_conversation(toucan.parse_row(row), p.json_style)
+            rendered = render_conversation(as_trained(p, toucan.parse_row(row), row["uuid"]), p.json_style)
         except toucan.MalformedRow as e:  # filter drops these; count, never crash, if one slips through
             dropped[e.kind] += 1
             continue

@@ -100,6 +100,50 @@ def test_render_shards_text_and_spans(raw_small, tmp_path):
         assert all(parse_model_turn(row["text"][s["start"]:s["end"]]).format_valid for s in spans)
 
 
+def test_render_tool_order_and_call_text(raw_small, tmp_path):
+    filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / "filtered", tmp_path / "data.json")
+    rows = {}
+    for order, call_text in (("given", "keep"), ("shuffled", "drop")):
+        out = tmp_path / order
+        render.run(render.RenderParams(tool_order=order, call_text=call_text), tmp_path / "filtered", out,
+                   tmp_path / f"{order}.json")
+        rows[order] = pq.read_table(sorted(out.glob("train-*.parquet"))[0]).to_pylist()
+    filtered = [[t["name"] for t in toucan.parse_row(r).tools]
+                for r in pq.read_table(tmp_path / "filtered" / "train.parquet").to_pylist()]
+
+    def tool_names(text):
+        return [t["name"] for t in json.loads(text.split("<tools>\n", 1)[1].split("\n</tools>", 1)[0])]
+
+    def first_model_turn(row):
+        s = row["model_spans"][0]
+        return row["text"][s["start"]:s["end"]]
+
+    called_first = {}
+    for order, rendered in rows.items():
+        with_choice = firsts = 0
+        for row, tools in zip(rendered, filtered):
+            names = tool_names(row["text"])
+            assert sorted(names) == sorted(tools)
+            calls = parse_model_turn(first_model_turn(row)).calls
+            if calls and len(names) > 1:
+                with_choice += 1
+                firsts += calls[0].name == names[0]
+        called_first[order] = firsts / with_choice
+    # The stand-in lists the called tool first (as Toucan tends to); shuffled, it is first about 1 time in 2.5.
+    assert called_first["given"] > 0.7 and called_first["shuffled"] < 0.55, called_first
+    assert [tool_names(r["text"]) for r in rows["given"]] == filtered
+
+    openings = {order: [first_model_turn(r) for r in rendered] for order, rendered in rows.items()}
+    kept_text = [t for t in openings["given"] if "<tool_call>" in t and not t.startswith("<tool_call>")]
+    assert kept_text, "the stand-in has call turns with words before the call"
+    for keep, drop in zip(openings["given"], openings["shuffled"]):
+        if "<tool_call>" in keep:
+            assert drop.startswith("<tool_call>")
+            assert parse_model_turn(drop).calls == parse_model_turn(keep).calls
+        else:  # an answer without a call keeps its words
+            assert drop == keep
+
+
 def test_outputs_are_deterministic(raw_small, tmp_path):
     digests = []
     for name in ("a", "b"):
