@@ -44,7 +44,7 @@ def main(argv=None) -> list[dict]:
     print("|---|---|---|---|---|---|---|")
     for seq in a.seq:
         kept = [e for e in examples if len(e[0]) <= seq]
-        unpacked, packed = training.pack(kept, seq, packing=False), training.pack(kept, seq)
+        unpacked, packed = list(training.pack(kept, seq, packing=False)), list(training.pack(kept, seq))
         r = {"seq": seq, "examples": len(kept), "rows_unpacked": len(unpacked), "rows_packed": len(packed),
              "padding_unpacked": training.padding_share(unpacked), "padding_packed": training.padding_share(packed)}
         results.append(r)

@@ -5,12 +5,13 @@
 
 For each size: a project folder with params.yaml (download.source synthetic, download.config the chosen configs,
 download.rows the question pool that gives about N rows in all, filter.duplicates as chosen), then `python -m
-stages.<stage>` for download, analyze, filter and render in turn. Per stage it reports wall time, time per row
+stages.<stage>` for download, analyze, filter and render in turn, and train's data path (bench/train_data.py:
+tokenize, pack, spill; it needs models/base/tokenizer.model, from `dvc repro base_model`). Per stage it reports wall time, time per row
 (rows the stage reads), peak memory of the largest single process (its VmHWM, sampled from /proc: wait4's ru_maxrss
 would report the parent's size at fork, since Linux keeps an exec'ing process's old high-water mark) and of the stage's
 whole process tree (main process and its workers: the sum of their PSS, so pages shared after fork count once, sampled
 every 0.05 s from /proc), the peak size of the stage's temporary folder (TMPDIR, sampled every second) and the disk its
-output uses. With two or more sizes it prints each stage's time per row at the largest size over that at the
+output uses (for train_data: its rows file, in TMPDIR). With two or more sizes it prints each stage's time per row at the largest size over that at the
 smallest (1.0: linear; the target is within 1.2).
 """
 from __future__ import annotations
@@ -32,13 +33,18 @@ sys.path.insert(0, str(ROOT))
 
 from gemma_toolcall import synthetic_raw, toucan_raw  # noqa: E402
 
-STAGES = {  # stage -> (arguments as in dvc.yaml, the folder it writes, the folder it reads)
-    "download": (["--out", "data/raw", "--metrics", "metrics/download.json"], "data/raw", None),
-    "analyze": (["--raw", "data/raw", "--out", "data/analysis"], "data/analysis", "data/raw"),
-    "filter": (["--raw", "data/raw", "--out", "data/filtered", "--metrics", "metrics/data.json"], "data/filtered",
-               "data/raw"),
-    "render": (["--filtered", "data/filtered", "--out", "data/formatted", "--metrics", "metrics/render.json"],
-               "data/formatted", "data/filtered"),
+TOKENIZER = ROOT / "models" / "base" / "tokenizer.model"  # `dvc repro base_model` makes it
+STAGES = {  # stage -> (command after `python`, as in dvc.yaml, the folder it writes, the folder it reads)
+    "download": (["-m", "stages.download", "--out", "data/raw", "--metrics", "metrics/download.json"], "data/raw",
+                 None),
+    "analyze": (["-m", "stages.analyze", "--raw", "data/raw", "--out", "data/analysis"], "data/analysis", "data/raw"),
+    "filter": (["-m", "stages.filter", "--raw", "data/raw", "--out", "data/filtered", "--metrics", "metrics/data.json"],
+               "data/filtered", "data/raw"),
+    "render": (["-m", "stages.render", "--filtered", "data/filtered", "--out", "data/formatted", "--metrics",
+                "metrics/render.json"], "data/formatted", "data/filtered"),
+    # train's data path (tokenize, pack, spill) without the model: its rows file is in the temporary folder
+    "train_data": ([str(ROOT / "bench" / "train_data.py"), "--data", "data/formatted", "--tokenizer", str(TOKENIZER)],
+                   None, "data/formatted"),
 }
 
 
@@ -75,15 +81,14 @@ def proc_field(pid: int, file: str, field: str) -> int:
 
 
 def run_stage(stage: str, cwd: Path, log: Path) -> dict:
-    args, _, _ = STAGES[stage]
+    command, _, _ = STAGES[stage]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GEMMA_TOOLCALL_PROGRESS_EVERY": "60", "TMPDIR": str(cwd / "tmp")}
     (cwd / "tmp").mkdir(exist_ok=True)
     peak = {"pss": 0, "hwm": 0, "tmp": 0}
     done = threading.Event()
     start = time.perf_counter()
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}", *args], cwd=cwd, env=env, stdout=err,
-                                stderr=err)
+        proc = subprocess.Popen([sys.executable, *command], cwd=cwd, env=env, stdout=err, stderr=err)
 
         def sample():
             ticks = 0
@@ -125,10 +130,13 @@ def bench(rows: int, configs: list[str], duplicates: str, work: Path) -> dict:
     out = {"rows_asked": rows, "question_pool": params["download"]["rows"], "configs": configs,
            "duplicates": duplicates, "stages": {}}
     for stage, (_, written, read) in STAGES.items():
+        if stage == "train_data" and not TOKENIZER.exists():
+            print(f"  train_data: skipped, no {TOKENIZER} (run `dvc repro base_model`)", flush=True)
+            continue
         rows_read = (toucan_rows(work / read) if read else None)
         result = run_stage(stage, work, work / f"{stage}.log")
         result["rows_read"] = rows_read if read else toucan_rows(work / written)
-        result["output_disk_bytes"] = disk_bytes(work / written)
+        result["output_disk_bytes"] = disk_bytes(work / written) if written else result["peak_tmp_bytes"]
         out["stages"][stage] = result
         print(f"  {stage}: {result['wall_s']:.1f}s, {1e6 * result['wall_s'] / max(1, result['rows_read']):.0f} us/row, "
               f"largest process {result['max_process_rss_bytes'] / 2**30:.2f} GiB, "
@@ -168,7 +176,8 @@ def main() -> None:
         small, large = min(runs, key=lambda r: r["rows"]), max(runs, key=lambda r: r["rows"])
         result["per_row_time_ratio"] = {
             stage: (large["stages"][stage]["wall_s"] / large["stages"][stage]["rows_read"])
-            / (small["stages"][stage]["wall_s"] / small["stages"][stage]["rows_read"]) for stage in STAGES}
+            / (small["stages"][stage]["wall_s"] / small["stages"][stage]["rows_read"])
+            for stage in large["stages"] if stage in small["stages"]}
         print(f"time per row, {large['rows']} rows over {small['rows']}: "
               + ", ".join(f"{k} {v:.2f}x" for k, v in result["per_row_time_ratio"].items()))
     if args.out:

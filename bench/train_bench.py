@@ -129,7 +129,7 @@ def jax_step(system: str, a):
 
     packed = system == "ours"
     dtype = jnp.dtype(a.dtype)
-    rows = training.pack(load_examples(a.data, a.seq), a.seq, packing=packed)
+    rows = list(training.pack(load_examples(a.data, a.seq), a.seq, packing=packed))
     batches = step_batches(rows, a.batch, a.warmup + a.steps)
     base, config = gemma.load(a.base, dtype=dtype)
     model = gemma.apply_lora(base, a.rank, a.alpha, dtype=jnp.float32 if packed else None)
@@ -184,7 +184,7 @@ def run_hf(a) -> dict:
     model = peft.get_peft_model(model, peft.LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=0.0,
                                                        target_modules=HF_TARGETS, task_type="CAUSAL_LM")).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    rows = training.pack(load_examples(a.data, a.seq), a.seq, packing=False)
+    rows = list(training.pack(load_examples(a.data, a.seq), a.seq, packing=False))
     batches = step_batches(rows, a.batch, a.warmup + a.steps)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     on_device = [hf_inputs(b, device) for b in batches]

@@ -3,7 +3,9 @@
 - `tokenize_example`: one rendered row → token ids and a loss mask (1 on model output).
 - `pack`: examples → fixed-length rows, several documents per row (first-fit decreasing over a buffer), each token
   tagged with its document (`segment_ids`, 0 = padding) and its position inside it. Unpacked rows are the same
-  format with one document each, so there is one path through the model.
+  format with one document each, so there is one path through the model. It streams: one buffer in memory.
+- `PackedRows`: packed rows written to a file and read back as a memory map (what grain reads), so the training set
+  never has to fit in memory.
 - `model_inputs`: attention that stays inside a document (same segment, causal) and per-document positions, built
   inside the jitted step from the segment ids.
 - `loss_fn`: next-token NLL at loss positions only. The final hidden states at those positions are gathered into a
@@ -13,7 +15,9 @@
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -41,34 +45,70 @@ def tokenize_example(tok: gemma.Tokenizer, text: str, spans) -> tuple[list[int],
     return ids, mask
 
 
-def pack(examples: Sequence[tuple[Sequence[int], Sequence[int]]], seq_len: int, packing: bool = True,
-         buffer: int = PACK_BUFFER) -> list[dict[str, np.ndarray]]:
-    """(ids, loss mask) examples of at most `seq_len` tokens → rows of exactly `seq_len`.
+def pack(examples: Iterable[tuple[Sequence[int], Sequence[int]]], seq_len: int, packing: bool = True,
+         buffer: int = PACK_BUFFER) -> Iterator[dict[str, np.ndarray]]:
+    """(ids, loss mask) examples of at most `seq_len` tokens → rows of exactly `seq_len`, as a stream.
 
     With `packing`, each run of `buffer` examples is sorted by length (longest first, ties in input order) and each
     example goes into the first row it fits: first-fit decreasing, deterministic. Rows come out in the order they
     were opened. Without, one example per row."""
-    for ids, _ in examples:
-        if not 0 < len(ids) <= seq_len:
-            raise ValueError(f"example of {len(ids)} tokens does not fit max_seq_len={seq_len}")
-    if not packing:
-        return [_row([e], seq_len) for e in examples]
-    rows = []
-    for start in range(0, len(examples), buffer):
-        chunk = examples[start:start + buffer]
-        bins: list[list[int]] = []
-        room = np.zeros(0, np.int64)  # free tokens per open row
-        for i in sorted(range(len(chunk)), key=lambda i: -len(chunk[i][0])):
-            n = len(chunk[i][0])
-            fits = np.flatnonzero(room >= n)
-            if len(fits):
-                bins[fits[0]].append(i)
-                room[fits[0]] -= n
-            else:
-                bins.append([i])
-                room = np.append(room, seq_len - n)
-        rows += [_row([chunk[i] for i in b], seq_len) for b in bins]
-    return rows
+    chunk = []
+    for example in examples:
+        if not 0 < len(example[0]) <= seq_len:
+            raise ValueError(f"example of {len(example[0])} tokens does not fit max_seq_len={seq_len}")
+        if not packing:
+            yield _row([example], seq_len)
+            continue
+        chunk.append(example)
+        if len(chunk) == buffer:
+            yield from _first_fit_decreasing(chunk, seq_len)
+            chunk = []
+    if chunk:
+        yield from _first_fit_decreasing(chunk, seq_len)
+
+
+def _first_fit_decreasing(chunk, seq_len: int) -> list[dict[str, np.ndarray]]:
+    bins: list[list[int]] = []
+    room = np.zeros(0, np.int64)  # free tokens per open row
+    for i in sorted(range(len(chunk)), key=lambda i: -len(chunk[i][0])):
+        n = len(chunk[i][0])
+        fits = np.flatnonzero(room >= n)
+        if len(fits):
+            bins[fits[0]].append(i)
+            room[fits[0]] -= n
+        else:
+            bins.append([i])
+            room = np.append(room, seq_len - n)
+    return [_row([chunk[i] for i in b], seq_len) for b in bins]
+
+
+class PackedRows:
+    """Rows of `pack` in a file of int32 (row, key, position), read through a memory map: a sequence of row dicts
+    (len and [i], what grain's MapDataset.source takes) that holds no row in memory until one is asked for."""
+
+    def __init__(self, path: Path, seq_len: int):
+        self.path, self.seq_len = Path(path), seq_len
+        data = np.memmap(path, np.int32, "r") if os.path.getsize(path) else np.zeros(0, np.int32)
+        self.data = data.reshape(-1, len(ROW_KEYS), seq_len)
+
+    @classmethod
+    def write(cls, rows: Iterable[dict[str, np.ndarray]], path: Path, seq_len: int) -> "PackedRows":
+        with open(path, "wb") as f:
+            for row in rows:
+                f.write(np.stack([row[k] for k in ROW_KEYS]).astype(np.int32, copy=False).tobytes())
+        return cls(path, seq_len)
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        row = np.array(self.data[i])
+        return dict(zip(ROW_KEYS, row))
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return (self[i] for i in range(len(self)))
 
 
 def _row(docs, seq_len: int) -> dict[str, np.ndarray]:
@@ -87,15 +127,18 @@ def _row(docs, seq_len: int) -> dict[str, np.ndarray]:
 
 def padding_share(rows: Iterable[dict[str, np.ndarray]]) -> float:
     """Share of row positions that hold no token."""
-    seg = [r["segment_ids"] for r in rows]
-    return float(sum((s == 0).sum() for s in seg) / max(sum(s.size for s in seg), 1))
+    empty = total = 0
+    for r in rows:
+        empty += int((r["segment_ids"] == 0).sum())
+        total += r["segment_ids"].size
+    return empty / max(total, 1)
 
 
-def loss_capacity(rows: Sequence[dict[str, np.ndarray]], batch_size: int) -> int:
+def loss_capacity(rows: Iterable[dict[str, np.ndarray]], batch_size: int) -> int:
     """A static bound on the loss positions of any batch: the sum over the `batch_size` rows with the most, rounded
     up to whole chunks (a multiple of 8 below one chunk). Shapes stay fixed, so the step compiles once."""
-    per_row = sorted((int(r["input_mask"][1:].sum()) for r in rows), reverse=True)
-    need = max(sum(per_row[:batch_size]), 1)
+    per_row = np.sort(np.fromiter((r["input_mask"][1:].sum() for r in rows), np.int64))[::-1]
+    need = max(int(per_row[:batch_size].sum()), 1)
     step = LOSS_CHUNK if need > LOSS_CHUNK else 8
     return -(-need // step) * step
 

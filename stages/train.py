@@ -1,7 +1,8 @@
 """Stage `train`: LoRA adapters on the base model with tunix's PeftTrainer and qwix, loss on model turns only.
 
-Reads the render shards (data/formatted), tokenizes them, packs several rows into each `max_seq_len` row (segment
-ids keep attention and positions per document), and trains with the loss of gemma_toolcall/training.py: the
+Reads the render shards (data/formatted) as a stream, tokenizes them, packs several rows into each `max_seq_len` row
+(segment ids keep attention and positions per document) and spills the packed rows to a temporary file that grain
+reads through a memory map, so memory does not grow with the data. It trains with the loss of gemma_toolcall/training.py: the
 vocabulary projection only at model-turn positions, in chunks. LoRA parameters and optimizer state are float32
 whatever the base dtype; with a bfloat16 base the forward pass runs in bfloat16. Checkpoints of the LoRA
 parameters and optimizer state go to models/checkpoints/ every `checkpoint_every_n_steps`; a rerun with the same
@@ -14,10 +15,12 @@ import argparse
 import contextlib
 import csv
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,24 +97,39 @@ class TrainParams:
 
 
 # -- data ------------------------------------------------------------------------------------------------------
-def load_examples(paths, tok, p: TrainParams) -> tuple[list[tuple[list[int], list[int]]], dict]:
-    """(ids, loss mask) per rendered row; counts what was truncated or dropped for length."""
-    examples, stats = [], {"rows": 0, "truncated": 0, "dropped_overlong": 0, "dropped_no_model_tokens": 0}
+def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None = None):
+    """(ids, loss mask) per rendered row, read a record batch at a time; counts what was truncated or dropped for
+    length in `stats`."""
     for path in paths:
-        for row in pq.read_table(path, columns=["text", "model_spans"]).to_pylist():
-            stats["rows"] += 1
-            ids, mask = training.tokenize_example(tok, row["text"], row["model_spans"])
-            if len(ids) > p.max_seq_len:
-                if p.overlong == "drop":
-                    stats["dropped_overlong"] += 1
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["text", "model_spans"]):
+            for row in batch.to_pylist():
+                stats["rows"] += 1
+                ids, mask = training.tokenize_example(tok, row["text"], row["model_spans"])
+                if len(ids) > p.max_seq_len:
+                    if p.overlong == "drop":
+                        stats["dropped_overlong"] += 1
+                        continue
+                    ids, mask = ids[:p.max_seq_len], mask[:p.max_seq_len]
+                    stats["truncated"] += 1
+                if not any(mask[1:]):
+                    stats["dropped_no_model_tokens"] += 1
                     continue
-                ids, mask = ids[:p.max_seq_len], mask[:p.max_seq_len]
-                stats["truncated"] += 1
-            if not any(mask[1:]):
-                stats["dropped_no_model_tokens"] += 1
-                continue
-            examples.append((ids, mask))
-    return examples, stats
+                stats["examples"] += 1
+                stats["tokens"] += len(ids)
+                yield ids, mask
+            if progress is not None:
+                progress.update(batch.num_rows)
+
+
+def packed_rows(paths, tok, p: TrainParams, out: Path, desc: str) -> tuple[training.PackedRows, dict]:
+    """The split's rows tokenized, packed and written to `out` (see training.PackedRows), and their counts."""
+    stats = {"rows": 0, "truncated": 0, "dropped_overlong": 0, "dropped_no_model_tokens": 0, "examples": 0,
+             "tokens": 0}
+    total = sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+    with Progress(total=total, desc=desc, unit="row") as bar:
+        rows = training.PackedRows.write(
+            training.pack(tokenized(paths, tok, p, stats, bar), p.max_seq_len, p.packing), out, p.max_seq_len)
+    return rows, stats
 
 
 def batches(rows: list[dict], p: TrainParams, *, shuffle: bool, epochs: int):
@@ -250,10 +268,6 @@ def lora_state(model) -> dict[str, np.ndarray]:
 def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_dir: Path, out_dir: Path,
         metrics_dir: Path) -> dict:
     import jax
-    import jax.numpy as jnp
-    import orbax.checkpoint as ocp
-    from safetensors.numpy import save_file
-    from tunix.sft import metrics_logger, peft_trainer
 
     train_paths = sorted(Path(data_dir).glob("train-*.parquet"))
     val_paths = sorted(Path(data_dir).glob("validation-*.parquet"))
@@ -264,26 +278,41 @@ def run(lora: LoraParams, p: TrainParams, base_dir: Path, data_dir: Path, ckpt_d
         raise SystemExit(f"params.yaml: train.fsdp * train.tp = {p.fsdp * p.tp} but JAX sees {n_devices} device(s)")
 
     tok = gemma.Tokenizer(Path(base_dir) / "tokenizer.model")
-    train_examples, data_stats = load_examples(train_paths, tok, p)
-    val_examples, _ = load_examples(val_paths, tok, p)
-    train_rows = training.pack(train_examples, p.max_seq_len, p.packing)
-    val_rows = training.pack(val_examples, p.max_seq_len, p.packing)
+    # Packed rows live on disk for the run (grain reads them), in the system's temporary folder.
+    rows_dir = Path(tempfile.mkdtemp(prefix="train-rows-"))
+    try:
+        return train_and_save(lora, p, base_dir, tok, train_paths, val_paths, rows_dir, ckpt_dir, out_dir, metrics_dir)
+    finally:
+        shutil.rmtree(rows_dir, ignore_errors=True)
+
+
+def train_and_save(lora: LoraParams, p: TrainParams, base_dir: Path, tok, train_paths, val_paths, rows_dir: Path,
+                   ckpt_dir: Path, out_dir: Path, metrics_dir: Path) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+    from safetensors.numpy import save_file
+    from tunix.sft import metrics_logger, peft_trainer
+
+    train_rows, data_stats = packed_rows(train_paths, tok, p, rows_dir / "train.bin", "tokenize train")
+    val_rows, val_stats = packed_rows(val_paths, tok, p, rows_dir / "validation.bin", "tokenize validation")
     if len(train_rows) < p.batch_size:
-        raise SystemExit(f"train: {len(train_examples)} usable training rows make {len(train_rows)} rows of "
+        raise SystemExit(f"train: {data_stats['examples']} usable training rows make {len(train_rows)} rows of "
                          f"max_seq_len={p.max_seq_len}, fewer than train.batch_size={p.batch_size}")
     steps_per_epoch = len(train_rows) // p.batch_size // p.grad_accum_steps
     max_steps = p.max_steps or steps_per_epoch * p.epochs
     epochs = max(p.epochs, -(-max_steps * p.grad_accum_steps * p.batch_size // len(train_rows)))
-    eval_set = list(batches(val_rows, p, shuffle=False, epochs=1))[:p.eval_batches] or None
     # The eval batches are the first full batches of val_rows, in order (no shuffle).
-    eval_rows_used = val_rows[:len(eval_set or []) * p.batch_size]
-    capacity = training.loss_capacity(train_rows + eval_rows_used, p.batch_size)
-    tokens = sum(len(ids) for ids, _ in train_examples)
+    eval_rows_used = min(len(val_rows) // p.batch_size, p.eval_batches) * p.batch_size
+    eval_set = list(batches(val_rows, p, shuffle=False, epochs=1)[:eval_rows_used // p.batch_size]) or None
+    capacity = training.loss_capacity(
+        itertools.chain(train_rows, (val_rows[i] for i in range(eval_rows_used))), p.batch_size)
+    examples, tokens = data_stats.pop("examples"), data_stats.pop("tokens")
     data_stats.update({
-        "train_examples": len(train_examples), "validation_examples": len(val_examples),
-        "train_rows": len(train_rows), "examples_per_row": round(len(train_examples) / len(train_rows), 2),
+        "train_examples": examples, "validation_examples": val_stats["examples"],
+        "train_rows": len(train_rows), "examples_per_row": round(examples / len(train_rows), 2),
         "padding_share": round(training.padding_share(train_rows), 4),
-        "padding_share_unpacked": round(1 - tokens / (len(train_examples) * p.max_seq_len), 4),
+        "padding_share_unpacked": round(1 - tokens / (examples * p.max_seq_len), 4),
         "loss_positions_per_batch": capacity})
 
     # Checkpoints from another configuration are not resumed from.

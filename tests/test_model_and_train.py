@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -86,19 +88,19 @@ def random_examples(vocab: int, lengths=(30, 50, 20, 64, 10, 40, 7)):
 
 def test_packing_is_first_fit_decreasing_and_keeps_every_token():
     examples = random_examples(300)
-    rows = training.pack(examples, 64)
+    rows = list(training.pack(examples, 64))
     assert len(rows) == 4 and all(r["input_tokens"].shape == (64,) for r in rows)
     # longest first: 64 | 50+10 | 40+20 | 30+7 (the 7 fits the first row with room, which is the fourth)
     assert [np.bincount(r["segment_ids"])[1:].tolist() for r in rows] == [[64], [50, 10], [40, 20], [30, 7]]
     docs = sorted(tuple(tuple(r[k][r["segment_ids"] == s]) for k in ("input_tokens", "input_mask", "positions"))
                   for r in rows for s in range(1, r["segment_ids"].max() + 1))
     assert docs == sorted((tuple(i), tuple(m), tuple(range(len(i)))) for i, m in examples)
-    again = training.pack(examples, 64)  # deterministic
+    again = list(training.pack(examples, 64))  # deterministic
     assert all(np.array_equal(a[k], b[k]) for a, b in zip(rows, again) for k in training.ROW_KEYS)
-    unpacked = training.pack(examples, 64, packing=False)
+    unpacked = list(training.pack(examples, 64, packing=False))
     assert len(unpacked) == len(examples) and training.padding_share(rows) < training.padding_share(unpacked)
     with pytest.raises(ValueError, match="does not fit"):
-        training.pack([([2] * 65, [0] * 65)], 64)
+        list(training.pack([([2] * 65, [0] * 65)], 64))
 
 
 @pytest.mark.parametrize("packing", [False, True])
@@ -110,7 +112,7 @@ def test_loss_at_gathered_positions_equals_the_full_logits_loss(tiny_base, packi
     from tunix.sft.peft_trainer import _default_loss_fn as tunix_loss
 
     model = lora_model(tiny_base)
-    rows = training.pack(random_examples(model.embedder.num_embed), 64, packing)
+    rows = list(training.pack(random_examples(model.embedder.num_embed), 64, packing))
     batch = {k: np.stack([r[k] for r in rows]) for k in training.ROW_KEYS}
     inputs = training.model_inputs(batch)
     capacity = training.loss_capacity(rows, len(rows))
@@ -118,7 +120,7 @@ def test_loss_at_gathered_positions_equals_the_full_logits_loss(tiny_base, packi
     ours = training.loss_fn(model, **inputs, capacity=capacity)
     reference = tunix_loss(model, **inputs)
     np.testing.assert_allclose(ours, reference, rtol=1e-5)
-    unpacked = training.pack(random_examples(model.embedder.num_embed), 64, False)
+    unpacked = list(training.pack(random_examples(model.embedder.num_embed), 64, False))
     ub = {k: np.stack([r[k] for r in unpacked]) for k in training.ROW_KEYS}
     np.testing.assert_allclose(ours, tunix_loss(model, **training.model_inputs(ub)), rtol=1e-5)
 
@@ -136,7 +138,7 @@ def test_bfloat16_base_keeps_float32_lora_and_gradients(tiny_base):
 
     model = lora_model(tiny_base, dtype="bfloat16")
     assert model.embedder.input_embedding.get_value().dtype == jnp.bfloat16
-    rows = training.pack(random_examples(model.embedder.num_embed), 64)
+    rows = list(training.pack(random_examples(model.embedder.num_embed), 64))
     inputs = training.model_inputs({k: np.stack([r[k] for r in rows]) for k in training.ROW_KEYS})
     capacity = training.loss_capacity(rows, len(rows))
     loss, grads = nnx.value_and_grad(lambda m, i: training.loss_fn(m, **i, capacity=capacity),
@@ -172,9 +174,8 @@ def test_training_moves_lora_parameters_only(tiny_base, formatted, tmp_path):
     snapshot = lambda kind: {k: np.array(v.get_value()) for k, v in nnx.state(model, kind).flat_state()}  # noqa: E731
     frozen = nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))
     base_before, lora_before = snapshot(frozen), snapshot(nnx.LoRAParam)
-    examples, _ = train.load_examples(sorted(formatted.glob("train-*.parquet")),
-                                      gemma.Tokenizer(tiny_base / "tokenizer.model"), p)
-    rows = training.pack(examples, p.max_seq_len)
+    rows, _ = train.packed_rows(sorted(formatted.glob("train-*.parquet")),
+                                gemma.Tokenizer(tiny_base / "tokenizer.model"), p, tmp_path / "rows.bin", "tokenize")
     trainer = peft_trainer.PeftTrainer(model, optax.adamw(1e-2), peft_trainer.TrainingConfig(
         eval_every_n_steps=100, max_steps=3)).with_gen_model_input_fn(training.model_inputs).with_loss_fn(
         training.make_loss_fn(training.loss_capacity(rows, p.batch_size)))
@@ -341,3 +342,50 @@ def test_token_rows_have_their_own_learning_rate_and_no_weight_decay(tiny_base):
             groups.setdefault(text.split("inner_states['")[1].split("'")[0], []).append(text)
     assert len(groups["token_rows"]) == 1 and "['embedder']['token_rows']" in groups["token_rows"][0]
     assert len(groups["lora"]) == 2 * 2 * 6 and not any("token_rows" in t for t in groups["lora"])
+
+
+def test_packed_rows_read_back_what_pack_wrote(tmp_path):
+    import grain
+
+    examples = random_examples(300)
+    rows = list(training.pack(examples, 64))
+    stored = training.PackedRows.write(iter(rows), tmp_path / "rows.bin", 64)
+    assert len(stored) == len(rows) and (tmp_path / "rows.bin").stat().st_size == len(rows) * 4 * 64 * 4
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(rows, stored) for k in training.ROW_KEYS)
+    with pytest.raises(IndexError):
+        stored[len(rows)]
+    p = train.TrainParams(batch_size=2)
+    from_list, from_file = (list(train.batches(r, p, shuffle=True, epochs=2)) for r in (rows, stored))
+    assert len(from_file) == len(from_list) == len(rows) and all(
+        np.array_equal(a[k], b[k]) for a, b in zip(from_list, from_file) for k in training.ROW_KEYS)
+    assert isinstance(grain.MapDataset.source(stored)[0]["segment_ids"], np.ndarray)
+    assert len(training.PackedRows.write([], tmp_path / "empty.bin", 64)) == 0
+
+
+def test_train_data_memory_does_not_grow_with_rows(tiny_base, tmp_path):
+    """Tokenizing, packing and spilling stream: 16 times the rows, about the same peak of Python allocations (a
+    list of the tokenized examples, as the stage once kept, would add ~15 MB here)."""
+    import tracemalloc
+
+    from stages import render
+
+    rendered = [render_conversation(c, "compact") for c in conversations()]
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    peaks, counts = [], []
+    for copies in (150, 2400):  # 1,200 and 19,200 rows
+        folder = tmp_path / str(copies)
+        folder.mkdir()
+        rows = [{"uuid": str(i), "subset_name": "s", "text": r.text,
+                 "model_spans": [{"start": a, "end": b} for a, b in r.model_spans]}
+                for i, r in enumerate(rendered * copies)]
+        pq.write_table(pa.Table.from_pylist(rows, schema=render.SCHEMA), folder / "train-00000-of-00001.parquet",
+                       row_group_size=4096)
+        del rows
+        tracemalloc.start()
+        packed, stats = train.packed_rows([folder / "train-00000-of-00001.parquet"], tok,
+                                          params(max_seq_len=256), folder / "rows.bin", "tokenize")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        counts.append((stats["examples"], len(packed)))
+    assert counts[0][0] == 1200 and counts[1][0] == 19200 and counts[1][1] >= 15 * counts[0][1], counts
+    assert peaks[1] < peaks[0] + 4 * 2**20, peaks
