@@ -62,3 +62,23 @@ def test_repro_caches_and_reruns_only_what_changed(project):
     sh("dvc repro render", project)
     diff = sh("dvc metrics diff", project)
     assert "metrics/data.json" in diff and "kept" in diff
+
+
+def test_every_param_a_stage_reads_is_a_dependency():
+    """Stages read params.yaml through `load_section(section, Params)` and `value("section.key")`; dvc.yaml must list
+    each key they read (or its whole section), or changing that param would not rerun the stage."""
+    import dataclasses
+    import importlib
+
+    checked = 0
+    for name, spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        listed = set(spec.get("params", []))
+        source = (ROOT / "stages" / f"{name}.py").read_text()
+        module = importlib.import_module(f"stages.{name}")
+        keys = [f"{section}.{f.name}" for section, cls in re.findall(r'load_section\("(\w+)", (\w+)\)', source)
+                for f in dataclasses.fields(getattr(module, cls))]
+        keys += re.findall(r'value\("([\w.]+)"\)', source)
+        missing = [k for k in keys if k not in listed and k.split(".")[0] not in listed]
+        assert not missing, f"dvc.yaml: stage {name} reads {missing} but does not list them under params"
+        checked += len(keys)
+    assert checked > 40
