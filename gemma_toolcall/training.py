@@ -87,7 +87,6 @@ class PackedRows:
     (len and [i], what grain's MapDataset.source takes) that holds no row in memory until one is asked for."""
 
     def __init__(self, path: Path, seq_len: int):
-        self.path, self.seq_len = Path(path), seq_len
         data = np.memmap(path, np.int32, "r") if os.path.getsize(path) else np.zeros(0, np.int32)
         self.data = data.reshape(-1, len(ROW_KEYS), seq_len)
 

@@ -2,12 +2,12 @@
 
 Reads the render shards (data/formatted) as a stream, tokenizes them, packs several rows into each `max_seq_len` row
 (segment ids keep attention and positions per document) and spills the packed rows to a temporary file that grain
-reads through a memory map, so memory does not grow with the data. It trains with the loss of gemma_toolcall/training.py: the
-vocabulary projection only at model-turn positions, in chunks. LoRA parameters and optimizer state are float32
-whatever the base dtype; with a bfloat16 base the forward pass runs in bfloat16. Checkpoints of the LoRA
-parameters and optimizer state go to models/checkpoints/ every `checkpoint_every_n_steps`; a rerun with the same
-params and inputs resumes from the last one. Per-step logs: metrics/train_log.tsv, metrics/eval_log.tsv (DVC plots);
-final numbers: metrics/train.json; the adapter: models/lora/.
+reads through a memory map, so memory does not grow with the data. It trains with the loss of
+gemma_toolcall/training.py: the vocabulary projection only at model-turn positions, in chunks. LoRA parameters and
+optimizer state are float32 whatever the base dtype; with a bfloat16 base the forward pass runs in bfloat16.
+Checkpoints of the LoRA parameters and optimizer state go to models/checkpoints/ every `checkpoint_every_n_steps`;
+a rerun with the same params and inputs resumes from the last one. Per-step logs: metrics/train_log.tsv,
+metrics/eval_log.tsv (DVC plots); final numbers: metrics/train.json; the adapter: models/lora/.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Sequence, Union
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -132,7 +132,7 @@ def packed_rows(paths, tok, p: TrainParams, out: Path, desc: str) -> tuple[train
     return rows, stats
 
 
-def batches(rows: list[dict], p: TrainParams, *, shuffle: bool, epochs: int):
+def batches(rows: Sequence[dict], p: TrainParams, *, shuffle: bool, epochs: int):
     """A grain pipeline: seeded shuffle, epochs, fixed-size batches. Deterministic, so a resumed run sees the
     same batches (tunix skips the ones already trained on by re-iterating)."""
     import grain
