@@ -365,7 +365,12 @@ FRAMES = ["Could you {c}?", "Can you {c}?", "I need to {c}.", "Please {c}.", "I'
           "Would you {c} for me?", "Hey, could you {c}? Thanks!", "Is it possible to {c}?", "Help me {c}, please.",
           "I was wondering if you could {c}.", "Let's {c}.", "Quick one: can you {c}?", "I want to {c}.",
           "Any chance you could {c}?"]
-THEN = [" Then {c}.", " After that, {c}.", " Also, please {c}.", " And {c} as well.", " Once that's done, {c}."]
+# How a request joins its parts says how they are called: parts asked for together ("also", "as well") are
+# independent and called at once, in one turn (parallel calls); parts asked for in order ("then", "once that's
+# done") are called one after the other, each after the last one's response. A model can read which from the words.
+THEN_PARALLEL = [" Also, please {c}.", " And {c} as well."]
+THEN_SEQUENTIAL = [" Then {c}.", " After that, {c}.", " Once that's done, {c}."]
+PARALLEL_SHARE = 0.4  # of requests for several tools
 NON_VERB_LEADS = ["get me", "pull up", "look into", "find"]
 
 
@@ -416,10 +421,13 @@ def clause(rng: random.Random, tool: Tool, params: tuple[Param, ...], args: dict
     return f"{intent(rng, tool)} {listed}"
 
 
-def question(rng: random.Random, tool_clauses: list[str], label: str) -> str:
+def question(rng: random.Random, tool_clauses: list[str], label: str, parallel: bool | None = None) -> str:
+    """A request for the clauses, joined as parallel or sequential parts (None: either, for a request no tool
+    serves)."""
+    joins = THEN_PARALLEL if parallel else THEN_SEQUENTIAL if parallel is False else THEN_PARALLEL + THEN_SEQUENTIAL
     text = rng.choice(FRAMES).format(c=tool_clauses[0])
     for c in tool_clauses[1:]:
-        text += rng.choice(THEN).format(c=c)
+        text += rng.choice(joins).format(c=c)
     if rng.random() < 0.35:
         text = f"{rng.choice(SCENARIOS.get(label, SCENARIOS['']) + SCENARIOS[''])} {text}"
     return text

@@ -84,6 +84,7 @@ class Turn:
     ask: str
     calls: tuple  # ((Tool, args), ...); empty for a follow-up that needs no tool
     follow_up: int = -1  # index into FOLLOW_UPS for a follow-up turn
+    parallel: bool = False  # asked for as independent parts (phrasing.question): called in one turn
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,12 @@ def draw_question(seed: int, i: int, cat: sft.Catalogue) -> Question:
             turns.append(Turn(sft.FOLLOW_UPS[follow_up][0], (), follow_up))
             continue
         args = [phrasing.draw_arguments(rng, cat.params[t]) for t in calls]
+        parallel = len(calls) > 1 and rng.random() < phrasing.PARALLEL_SHARE
         ask = phrasing.question(rng, [phrasing.clause(rng, t, cat.params[t], a) for t, a in zip(calls, args)],
-                                calls[0].label)
+                                calls[0].label, parallel)
         if rng.random() < 0.05:
             ask = rng.choice(sft.NON_ENGLISH).format(q=ask)
-        turns.append(Turn(ask, tuple(zip(calls, args))))
+        turns.append(Turn(ask, tuple(zip(calls, args)), parallel=parallel))
     return Question(plan, tuple(available), target_tools, tuple(turns), scores)
 
 
@@ -244,7 +246,7 @@ def answer_question(q: Question, config: str, seed: int, i: int, cat: sft.Catalo
         elif reasons and roll < 0.8:  # reasoning only: the converter keeps it as the model's text
             messages.append({"role": "assistant", "content": "", "reasoning_content": thought})
         responses = [phrasing.respond(rng, t, a) for t, a in calls]
-        if len(calls) > 1 and rng.random() < 0.4:
+        if len(calls) > 1 and turn.parallel:  # the budget may leave one of them
             messages += [call(t, a, thought) for t, a in calls]
             messages += [{"role": "function", "name": name(t), "content": r.content}
                          for (t, _), r in zip(calls, responses)]

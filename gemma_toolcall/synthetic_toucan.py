@@ -222,20 +222,22 @@ def target_names(rng: random.Random, cat: Catalogue, plan: RowPlan, available: l
 
 
 def task_messages(rng: random.Random, cat: Catalogue, calls: list[Tool]) -> list[dict]:
-    """One user request served by `calls`: parallel (K calls then K responses) or one after another."""
+    """One user request served by `calls`: parallel (K calls then K responses) or one after another, as its wording
+    says."""
     if not calls:
         follow_up, reply = rng.choice(FOLLOW_UPS)
         return [{"role": "user", "content": follow_up}, {"role": "assistant", "content": reply}]
     args = [phrasing.draw_arguments(rng, cat.params[t]) for t in calls]
     clauses = [phrasing.clause(rng, t, cat.params[t], a) for t, a in zip(calls, args)]
-    ask = phrasing.question(rng, clauses, calls[0].label)
+    parallel = len(calls) > 1 and rng.random() < phrasing.PARALLEL_SHARE
+    ask = phrasing.question(rng, clauses, calls[0].label, parallel)
     if rng.random() < 0.05:
         ask = rng.choice(NON_ENGLISH).format(q=ask)
     msgs = [{"role": "user", "content": ask}]
     if rng.random() < 0.6:
         msgs.append({"role": "assistant", "content": phrasing.preamble(rng, phrasing.intent(rng, calls[0]))})
     responses = [phrasing.respond(rng, t, a) for t, a in zip(calls, args)]
-    if len(calls) > 1 and rng.random() < 0.4:
+    if parallel:  # as the request's wording says (phrasing.question)
         msgs += [call_message(t, a) for t, a in zip(calls, args)]
         msgs += [{"role": "tool_response", "content": r.content} for r in responses]
     else:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REFERENCE
-from gemma_toolcall import synthetic_toucan, toucan
+from gemma_toolcall import synthetic_phrasing as phrasing, synthetic_toucan, toucan
 from stages import analyze, download
 
 
@@ -182,3 +182,28 @@ def test_irrelevant_rows_answer_in_varied_text_without_a_call():
             assert [m["role"] for m in messages] == ["user", "assistant"]
             answers.add(messages[-1]["content"])
     assert len(answers) > 150
+
+
+def test_the_wording_of_a_request_says_whether_its_calls_run_at_once():
+    """Parts asked for together ("Also, please ...", "... as well") are called in one turn; parts asked for in order
+    ("Then ...", "Once that's done, ...") one after the other. So a model can learn which from the request."""
+    def marks(joins):  # the words of each join that no clause says
+        return [j.split("{c}")[0] if len(j.split("{c}")[0]) > 5 else j.split("{c}")[1] for j in joins]
+    together, in_order = marks(phrasing.THEN_PARALLEL), marks(phrasing.THEN_SEQUENTIAL)
+    seen = Counter()
+    for row in rows(3000, seed=11):
+        try:
+            messages = json.loads(row["messages"])
+        except (TypeError, ValueError):
+            continue
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"] + [len(messages)]
+        for start, end in zip(users, users[1:]):
+            roles = [m["role"] for m in messages[start + 1:end]]
+            if roles.count("tool_call") < 2:
+                continue
+            ask = messages[start]["content"]
+            parallel = any(a == b == "tool_call" for a, b in zip(roles, roles[1:]))
+            assert any(m in ask for m in (together if parallel else in_order)), (parallel, ask)
+            assert not any(m in ask for m in (in_order if parallel else together)), (parallel, ask)
+            seen[parallel] += 1
+    assert seen[True] > 50 and seen[False] > 50, seen
