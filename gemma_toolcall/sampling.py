@@ -7,6 +7,8 @@ import functools
 
 from gemma_toolcall.model import EOS, Tokenizer
 
+FULL_BATCH_LENGTH = 2048  # padded prompt length up to which a batch has all `batch_size` rows
+
 
 def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
              batch_size: int, progress=None) -> tuple[list[str], list[bool]]:
@@ -14,14 +16,13 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
     whether it ended its turn (stopped on one of them before `max_new_tokens`). Prompts are rendered text without
     `<bos>` (the sampler adds it).
 
-    Prompts are batched by length (shortest first), and each batch is left-padded only to the power of two above
-    its longest prompt: one compilation per distinct padded length, and little prefill spent on padding. A batch
-    stops decoding once all its rows have ended their turn."""
+    Prompts are batched by length (shortest first, `plan_batches`), and each batch is left-padded only to the power
+    of two above its longest prompt: one compilation per distinct padded length, and little prefill spent on
+    padding. A batch stops decoding once all its rows have ended their turn."""
     from tunix.generate import sampler as sampler_lib
     from tunix.generate.tokenizer_adapter import TokenizerAdapter
 
     lengths = [len(tokenizer.encode(p)) + 1 for p in prompts]  # + <bos>
-    padded_length = lambda n: max(32, 1 << (n - 1).bit_length())  # noqa: E731
     view, samplers = sampling_view(model), {}
 
     def sampler_for(prompt_length: int):
@@ -33,13 +34,10 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
                 num_kv_heads=config["num_key_value_heads"], head_dim=config["head_dim"]))
         return samplers[prompt_length]
 
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     texts, ended = [""] * len(prompts), [False] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows, prompt_length, batch_rows in plan_batches(lengths, batch_size):
         batch = [prompts[i] for i in rows]
-        batch += [batch[-1]] * (batch_size - len(batch))  # a fixed batch shape: no recompilation
-        prompt_length = padded_length(max(lengths[i] for i in rows))
+        batch += [batch[-1]] * (batch_rows - len(batch))  # a fixed batch shape per bucket: no recompilation
         result = sampler_for(prompt_length)(batch, max_generation_steps=max_new_tokens,
                                             max_prompt_length=prompt_length,
                                             eos_tokens=[EOS, tokenizer.end_of_turn], temperature=0.0)
@@ -49,6 +47,32 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
         if progress is not None:
             progress.update(len(rows))
     return texts, ended
+
+
+def padded_length(n: int) -> int:
+    """The bucket of an n-token prompt: the power of two at or above it (at least 32)."""
+    return max(32, 1 << (n - 1).bit_length())
+
+
+def plan_batches(lengths: list[int], batch_size: int) -> list[tuple[list[int], int, int]]:
+    """(prompt indices, padded prompt length, batch rows) per batch: prompts shortest first, `batch_size` rows a
+    batch, except past FULL_BATCH_LENGTH tokens, where a batch has rows x length^2 <= batch_size x
+    FULL_BATCH_LENGTH^2 (prefill's attention scores grow with the square of the length: 16 prompts of 2,225
+    tokens, padded to 4,096, took the 2-core machine's 24 GB and were killed)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    rows_at = lambda length: max(1, min(batch_size, batch_size * FULL_BATCH_LENGTH ** 2 // length ** 2))  # noqa: E731
+    plan, start = [], 0
+    while start < len(order):
+        rows = order[start:start + batch_size]
+        # A batch does not cross from one bucket past the full-batch length into a longer one: those prompts start
+        # their own, smaller batches.
+        cap = max(FULL_BATCH_LENGTH, padded_length(lengths[rows[0]]))
+        rows = [i for i in rows if padded_length(lengths[i]) <= cap]
+        rows = rows[:rows_at(padded_length(lengths[rows[-1]]))]
+        length = padded_length(lengths[rows[-1]])
+        plan.append((rows, length, rows_at(length)))
+        start += len(rows)
+    return plan
 
 
 def sampling_view(model):

@@ -83,3 +83,20 @@ def test_limit_per_category_and_its_config_errors(tmp_path):
         from_dict("evaluate", evaluate.EvaluateParams, {"limit": {"simple_python": 3}})
     with pytest.raises(ConfigError, match="int >= 0"):
         from_dict("evaluate", evaluate.EvaluateParams, {"limit": {**limits, "parallel": -1}})
+
+
+def test_long_prompts_get_smaller_batches_and_short_ones_keep_theirs():
+    """16 prompts of 2,225 tokens (padded to 4,096) in one batch took the 2-core machine's 24 GB in a quality run.
+    Past 2,048 tokens a batch holds rows x length^2 <= 16 x 2,048^2; below, batches are what they always were."""
+    lengths = [100] * 20 + [1500] * 5 + [2225] * 6 + [5000]
+    plan = sampling.plan_batches(lengths, 16)
+    assert sorted(i for rows, _, _ in plan for i in rows) == list(range(len(lengths)))
+    for rows, length, batch_rows in plan:
+        assert len(rows) <= batch_rows and all(lengths[i] <= length for i in rows)
+        assert batch_rows * length ** 2 <= 16 * 2048 ** 2 or batch_rows == 1
+        assert length > sampling.FULL_BATCH_LENGTH or batch_rows == 16
+    assert [(len(rows), length, n) for rows, length, n in plan] == [
+        (16, 128, 16), (9, 2048, 16), (4, 4096, 4), (2, 4096, 4), (1, 8192, 1)]
+    short = [50 + 7 * i for i in range(40)]
+    assert [rows for rows, _, _ in sampling.plan_batches(short, 16)] == [
+        list(range(0, 16)), list(range(16, 32)), list(range(32, 40))]
