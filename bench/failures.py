@@ -8,11 +8,17 @@ where none is wanted), `no_call` (no call where one is), `count` (wrong number o
 question wants two), `name` (a wrong function; `name_dotted` when the right one has a dot in its name), `missing_arg`,
 `extra_arg`, `type` (e.g. "5" for 5), `value` (a wrong value), `other` (anything else, e.g. a checker error).
 BFCL's reasons come from its AST checker; held-out rows are compared here with the expected calls.
+
+With --expected, a second table splits the held-out call rows by what their question says: whether it names every
+parameter of the expected calls (each word of `tokenAddress` or `min_word_length` appears in it) and holds every
+scalar value as written. A row whose question says "for Lyon, in Edinburgh" for `address` and `tokenAddress`
+cannot be matched exactly by any model.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import Counter, defaultdict
 
 KINDS = ("format", "over_call", "no_call", "count", "name", "name_dotted", "missing_arg", "extra_arg", "type",
@@ -71,13 +77,24 @@ def heldout_kind(s: dict, expected: list[dict] | None) -> str:
     return "other"
 
 
+def said_in_question(question: str, calls: list[dict]) -> str:
+    """Which held-out call rows a reader of the question alone could match exactly."""
+    q = question.lower()
+    words = lambda name: re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower())  # noqa: E731
+    named = all(w in q for c in calls for k in c["arguments"] for w in words(k) if w)
+    verbatim = all(str(v).lower() in q for c in calls for v in c["arguments"].values()
+                   if not isinstance(v, (dict, list)))
+    return ("names every parameter" if named else "leaves a parameter unnamed") + \
+        (", every value as written" if verbatim else ", a value rewritten (e.g. a date)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("samples")
     ap.add_argument("--expected", help="the validation parquet the held-out rows came from, to sort their argument "
                     "errors (without it: name or value)")
     args = ap.parse_args()
-    expected = {}
+    expected, questions = {}, {}
     if args.expected:
         import pyarrow.parquet as pq
 
@@ -89,11 +106,17 @@ def main() -> None:
                 continue
             first = next(t for t in conv.turns if t.role == "model")
             expected[row["uuid"]] = [{"name": c.name, "arguments": c.arguments} for c in first.calls]
+            questions[row["uuid"]] = conv.turns[0].text
+    by_question = defaultdict(Counter)  # (model, what the question says) -> n, exact
     counts, totals, not_ended, examples = defaultdict(Counter), Counter(), Counter(), {}
     for line in open(args.samples, encoding="utf-8"):
         s = json.loads(line)
         group = (s["model"], "heldout" if s["source"] == "heldout" else s["category"])
         totals[group] += 1
+        if s["source"] == "heldout" and s["needs_call"] and s["id"] in questions:
+            said = by_question[(s["model"], said_in_question(questions[s["id"]], expected[s["id"]]))]
+            said["n"] += 1
+            said["exact"] += s["passed"]
         not_ended[group] += not s["ended_turn"]
         if s["passed"]:
             counts[group]["passed"] += 1
@@ -108,6 +131,10 @@ def main() -> None:
         c = counts[group]
         print("| " + " | ".join([*group, str(totals[group]), str(c["passed"]), *(str(c[k]) for k in KINDS),
                                   str(not_ended[group])]) + " |")
+    if by_question:
+        print("\n| model | held-out call rows whose question ... | n | exact match |\n|---|---|---|---|")
+        for (model, said), c in sorted(by_question.items(), key=lambda kv: (kv[0][0] != "base", kv[0][1])):
+            print(f"| {model} | {said} | {c['n']} | {c['exact']} |")
     print()
     for (model, kind), (category, output, reason) in sorted(examples.items()):
         print(f"{model} {kind} ({category}): {output!r}\n    reason: {reason}")

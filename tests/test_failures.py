@@ -38,3 +38,15 @@ def test_heldout_rows_compare_with_the_expected_calls():
     assert failures.heldout_kind(row([]), want) == "no_call"
     assert failures.heldout_kind(row([], format_valid=False), want) == "format"
     assert failures.heldout_kind({**row([{"name": "w-get", "arguments": {}}]), "needs_call": False}, []) == "over_call"
+
+
+def test_heldout_questions_split_by_whether_they_name_each_parameter_and_hold_each_value():
+    calls = [{"name": "dex-getTokenPools", "arguments": {"tokenAddress": "Lyon", "limit": 16}}]
+    said = failures.said_in_question
+    assert said("Top pools for token address Lyon, limit 16 of them.", calls) == \
+        "names every parameter, every value as written"
+    # "for Lyon": which parameter Lyon fills is not said.
+    assert said("Top pools for Lyon, limit 16 of them.", calls) == "leaves a parameter unnamed, every value as written"
+    dated = [{"name": "w-cloud", "arguments": {"start_date": "2025-01-26"}}]
+    assert said("Word cloud with a start date of January 26, 2025.", dated) == \
+        "names every parameter, a value rewritten (e.g. a date)"
