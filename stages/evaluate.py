@@ -11,6 +11,11 @@
 Prompts are rendered by the same module as the training data (the `render.json_style` of training), decoded
 greedily with tunix's KV-cache sampler, and parsed by the module that renders calls. metrics/eval.json holds the
 numbers; metrics/eval_samples.jsonl every output with its parsed calls, verdict and reason.
+
+The base model runs as its own stage (`--model base`, stage `evaluate_base`: metrics/eval_base.json and
+metrics/eval_base_samples.jsonl), since its outputs depend on the prompts and the decoding, never on training: a
+`dvc exp run -S lora.rank=8` reruns only the tuned model (in the quality profile, 28 of the 47 minutes of
+evaluation are the base model's).
 """
 from __future__ import annotations
 
@@ -158,50 +163,88 @@ def summary(metrics: dict) -> dict:
     return {name: short(metrics[name]) for name in ("base", "tuned")}
 
 
-def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir: Path, validation: Path,
-        metrics_path: Path, samples_path: Path) -> dict:
-    tok = gemma.Tokenizer(base_dir / "tokenizer.model")
-    scorer = bfcl.Scorer(bfcl_dir)
+def cases_for(p: EvaluateParams, style: str, bfcl_dir: Path, validation: Path) -> tuple[list[dict], int]:
     held, skipped = heldout_cases(validation, p, style)
-    cases = bfcl_cases(bfcl_dir, p, style) + held
-    prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
-    base, tuned, config = gemma.load_tuned(base_dir, lora_dir)
+    return bfcl_cases(bfcl_dir, p, style) + held, skipped
 
-    metrics, samples = {"cases": len(cases), "heldout_skipped_malformed": skipped}, []
-    for name, model in (("base", base), ("tuned", tuned)):
-        start = time.perf_counter()
-        with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
-            outputs, ended = sampling.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size,
-                                            progress=bar)
-        seconds = time.perf_counter() - start
-        results = []
-        for case, output, ended_turn in zip(cases, outputs, ended):
-            verdict = {**judge(case, output, scorer), "ended_turn": ended_turn}
-            results.append({"source": case["source"], "category": case["category"], **verdict})
-            samples.append({"model": name, "source": case["source"], "category": case["category"], "id": case["id"],
-                            "output": output, **verdict})
-        metrics[name] = {**summarize(results), "seconds": round(seconds, 1),
-                         "prompts_per_s": round(len(prompts) / seconds, 3)}
+
+def evaluate_model(name: str, model, config: dict, tok, cases: list[dict], p: EvaluateParams,
+                   scorer) -> tuple[dict, list[dict]]:
+    """One model's metrics (with its seconds and prompts/s) and its samples, one per case, in case order."""
+    prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
+    start = time.perf_counter()
+    with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
+        outputs, ended = sampling.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size, progress=bar)
+    seconds = time.perf_counter() - start
+    results, samples = [], []
+    for case, output, ended_turn in zip(cases, outputs, ended):
+        verdict = {**judge(case, output, scorer), "ended_turn": ended_turn}
+        results.append({"source": case["source"], "category": case["category"], **verdict})
+        samples.append({"model": name, "source": case["source"], "category": case["category"], "id": case["id"],
+                        "output": output, **verdict})
+    return {**summarize(results), "seconds": round(seconds, 1),
+            "prompts_per_s": round(len(prompts) / seconds, 3)}, samples
+
+
+def run_base(p: EvaluateParams, style: str, base_dir: Path, bfcl_dir: Path, validation: Path, metrics_path: Path,
+             samples_path: Path) -> dict:
+    """The base model alone: its own stage, so a change to the LoRA or to training reruns only the tuned model."""
+    cases, skipped = cases_for(p, style, bfcl_dir, validation)
+    model, config = gemma.load(base_dir)
+    metrics, samples = evaluate_model("base", model, config, gemma.Tokenizer(base_dir / "tokenizer.model"), cases, p,
+                                      bfcl.Scorer(bfcl_dir))
+    write(metrics_path, {"cases": len(cases), "heldout_skipped_malformed": skipped, "base": metrics},
+          samples_path, samples)
+    return metrics
+
+
+def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir: Path, validation: Path,
+        base_metrics: Path, base_samples: Path, metrics_path: Path, samples_path: Path) -> dict:
+    """Base + LoRA, beside the base model's results of `run_base` (which must be for these very cases)."""
+    cases, skipped = cases_for(p, style, bfcl_dir, validation)
+    base_rows = [json.loads(line) for line in open(base_samples, encoding="utf-8")]
+    if [(r["source"], r["category"], r["id"]) for r in base_rows] != [(c["source"], c["category"], c["id"])
+                                                                       for c in cases]:
+        raise SystemExit(f"evaluate: {base_samples} holds the base model's outputs for other prompts than these "
+                         f"(another evaluate.limit, heldout_limit, validation split or BFCL data): rerun the base "
+                         f"model first, `dvc repro evaluate_base`")
+    _, tuned, config = gemma.load_tuned(base_dir, lora_dir)
+    tuned_metrics, tuned_rows = evaluate_model("tuned", tuned, config, gemma.Tokenizer(base_dir / "tokenizer.model"),
+                                               cases, p, bfcl.Scorer(bfcl_dir))
+    metrics = {"cases": len(cases), "heldout_skipped_malformed": skipped,
+               "base": json.loads(base_metrics.read_text())["base"], "tuned": tuned_metrics}
     metrics = {"summary": summary(metrics), **metrics}
+    write(metrics_path, metrics, samples_path, base_rows + tuned_rows)
+    return metrics
+
+
+def write(metrics_path: Path, metrics: dict, samples_path: Path, samples: list[dict]) -> None:
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     with open(samples_path, "w", encoding="utf-8") as f:
         for s in samples:
             f.write(json.dumps(s, ensure_ascii=False) + "\n")
-    return metrics
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=("base", "tuned"), default="tuned",
+                    help="base: the base model alone (stage evaluate_base); tuned: base + LoRA, beside base's results")
     ap.add_argument("--base", type=Path, default=Path("models/base"))
     ap.add_argument("--lora", type=Path, default=Path("models/lora"))
     ap.add_argument("--bfcl", type=Path, default=Path("data/bfcl"))
     ap.add_argument("--validation", type=Path, default=Path("data/filtered/validation.parquet"))
+    ap.add_argument("--base-metrics", type=Path, default=Path("metrics/eval_base.json"))
+    ap.add_argument("--base-samples", type=Path, default=Path("metrics/eval_base_samples.jsonl"))
     ap.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     ap.add_argument("--samples", type=Path, default=Path("metrics/eval_samples.jsonl"))
     args = ap.parse_args(argv)
-    run(load_section("evaluate", EvaluateParams), value("render.json_style"), args.base, args.lora, args.bfcl,
-        args.validation, args.metrics, args.samples)
+    p, style = load_section("evaluate", EvaluateParams), value("render.json_style")
+    if args.model == "base":
+        run_base(p, style, args.base, args.bfcl, args.validation, args.base_metrics, args.base_samples)
+    else:
+        run(p, style, args.base, args.lora, args.bfcl, args.validation, args.base_metrics, args.base_samples,
+            args.metrics, args.samples)
 
 
 if __name__ == "__main__":

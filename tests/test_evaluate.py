@@ -4,6 +4,7 @@ import sys
 
 import jax.numpy as jnp
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import ROOT
 from gemma_toolcall import bfcl, model as gemma, sampling
@@ -30,9 +31,17 @@ def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
     filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / "filtered", tmp_path / "data.json")
     bfcl.fetch(tmp_path / "bfcl")
     p = evaluate.EvaluateParams(limit=2, heldout_limit=3, max_new_tokens=8, batch_size=4)
-    m = evaluate.run(p, "pretty", tiny_base, tmp_path / "lora", tmp_path / "bfcl",
-                     tmp_path / "filtered" / "validation.parquet", tmp_path / "eval.json", tmp_path / "samples.jsonl")
-    assert json.loads((tmp_path / "eval.json").read_text()) == m
+    validation, base_json, base_samples = tmp_path / "filtered" / "validation.parquet", tmp_path / "b.json", \
+        tmp_path / "b.jsonl"
+    base_m = evaluate.run_base(p, "pretty", tiny_base, tmp_path / "bfcl", validation, base_json, base_samples)
+    m = evaluate.run(p, "pretty", tiny_base, tmp_path / "lora", tmp_path / "bfcl", validation, base_json, base_samples,
+                     tmp_path / "eval.json", tmp_path / "samples.jsonl")
+    assert json.loads((tmp_path / "eval.json").read_text()) == m and m["base"] == base_m
+    # The base model's stage made its outputs for these prompts; for others, the tuned stage stops and says so.
+    other = evaluate.EvaluateParams(limit=1, heldout_limit=3, max_new_tokens=8, batch_size=4)
+    with pytest.raises(SystemExit, match="dvc repro evaluate_base"):
+        evaluate.run(other, "pretty", tiny_base, tmp_path / "lora", tmp_path / "bfcl", validation, base_json,
+                     base_samples, tmp_path / "eval2.json", tmp_path / "samples2.jsonl")
     for name in ("base", "tuned"):
         assert set(m[name]["bfcl"]) == set(evaluate.CATEGORIES)
         assert all(0.0 <= v["accuracy"] <= 1.0 and v["n"] == 2 for v in m[name]["bfcl"].values())
@@ -68,7 +77,6 @@ def test_heldout_metrics_split_call_rows_from_no_call_rows():
 def test_limit_per_category_and_its_config_errors(tmp_path):
     """`evaluate.limit` is one n for every category or one per category (the quality profile asks 100 simple and
     50 parallel); a map that misses a category, or a negative n, stops with a message naming the fix."""
-    import pytest
     from gemma_toolcall.params import ConfigError, from_dict
 
     bfcl.fetch(tmp_path / "bfcl")
