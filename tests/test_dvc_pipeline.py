@@ -83,3 +83,15 @@ def test_every_param_a_stage_reads_is_a_dependency():
         assert not missing, f"dvc.yaml: stage {name} reads {missing} but does not list them under params"
         checked += len(keys)
     assert checked > 40
+
+
+def test_the_base_model_is_evaluated_apart_from_training():
+    """`evaluate_base` reads nothing training writes or reads, so a new LoRA or training param reruns only
+    `evaluate` (the base model's evaluation is most of the quality profile's); `evaluate` reads its results."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    base, tuned = stages["evaluate_base"], stages["evaluate"]
+    trained = {out if isinstance(out, str) else next(iter(out)) for name in ("train", "render")
+               for out in stages[name]["outs"]}
+    assert not trained & set(base["deps"]) and "models/base" in base["deps"]
+    assert all(p.split(".")[0] not in ("lora", "train") for p in base["params"])
+    assert {"metrics/eval_base.json", "metrics/eval_base_samples.jsonl", "models/lora"} <= set(tuned["deps"])
