@@ -19,28 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pyarrow.parquet as pq  # noqa: E402
-
-from gemma_toolcall import model as gemma, sampling, toucan, training  # noqa: E402
-from gemma_toolcall.chat_format import BOS, render_prompt  # noqa: E402
+from gemma_toolcall import model as gemma, sampling, training  # noqa: E402
+from gemma_toolcall.chat_format import BOS  # noqa: E402
 from gemma_toolcall.params import value  # noqa: E402
+from stages import evaluate  # noqa: E402
 
 
 def first_turn_prompts(path: Path, rows: int, style: str) -> dict[str, list[str]]:
-    """The first `rows` prompts of each kind (the first model turn calls, or does not), in file order."""
-    kinds = {"needs a call": [], "needs no call": []}
-    for row in pq.read_table(path).to_pylist():
-        try:
-            conv = toucan.parse_row(row)
-        except toucan.MalformedRow:
-            continue
-        first_model = next(t for t in conv.turns if t.role == "model")
-        kind = kinds["needs a call" if first_model.calls else "needs no call"]
-        if len(kind) < rows:
-            kind.append(render_prompt(conv.tools, conv.turns[0].text, style, conv.system)[len(BOS):])
-        if all(len(v) == rows for v in kinds.values()):
-            break
-    return kinds
+    """The first `rows` prompts of each kind (the first model turn calls, or does not), as evaluate renders them."""
+    cases, _ = evaluate.heldout_cases(path, evaluate.EvaluateParams(heldout_limit=0), style)
+    return {kind: [c["prompt"][len(BOS):] for c in cases if bool(c["expected"]) == calls][:rows]
+            for kind, calls in (("needs a call", True), ("needs no call", False))}
 
 
 def first_token_probs(model, tok: gemma.Tokenizer, prompt: str):
