@@ -216,7 +216,7 @@ def hf_inputs(batch: dict, device: str) -> dict:
     import torch
 
     ids = torch.as_tensor(batch["input_tokens"], dtype=torch.long, device=device)
-    labels = torch.where(torch.as_tensor(batch["input_mask"] == 1, device=device), ids, -100)
+    labels = torch.where(torch.as_tensor(batch["input_mask"] > 0, device=device), ids, -100)
     return {"input_ids": ids, "attention_mask": torch.as_tensor(batch["segment_ids"] != 0, device=device).long(),
             "labels": labels}
 

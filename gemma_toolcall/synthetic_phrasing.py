@@ -12,6 +12,7 @@ import functools
 import json
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import orjson
@@ -56,7 +57,8 @@ def json_type(spec: dict) -> str | None:
 STRING_KINDS = (
     ("url", r"\b(url|uri|link|href|website|endpoint)\b", r"\burl\b"),
     ("email", r"\b(email|e mail|recipient)\b", None),
-    ("wallet", r"\b(wallet|token address|contract|address)\b", r"0x|wallet|contract|blockchain"),
+    ("wallet", r"\b(wallet|contract|(token|pool|pair|contract|wallet) address)\b", None),
+    ("wallet", r"\baddress\b", r"0x|wallet|contract|blockchain|token|pool"),
     ("path", r"\b(path|file|filename|filepath|dir|directory|folder)\b", None),
     ("start_date", r"\b(start|from|since|begin)\b.*\bdate\b|\bdate from\b|\bstart\b", r"yyyy|date"),
     ("end_date", r"\b(end|to|until)\b.*\bdate\b|\bdate to\b|\bend\b", r"yyyy|date"),
@@ -92,12 +94,13 @@ STRING_KINDS = (
 NUMBER_KINDS = (
     ("latitude", r"\b(lat|latitude)\b"),
     ("longitude", r"\b(lon|lng|long|longitude)\b"),
+    ("percent", r"\b(percent|percentage|pct)\b"),
     ("page", r"\bpage\b(?! size)"),
-    ("count", r"\b(limit|max|count|num|number|top|size|results|per page|k|n|amount of)\b"),
+    ("count", r"\b(limit|max|count|num|top|size|results|per page|k|n|amount of)\b"),
     ("year", r"\byear\b"),
     ("days", r"\bdays?\b"),
     ("hours", r"\bhours?\b"),
-    ("minutes", r"\b(minutes?|mins?)\b"),
+    ("minutes", r"\bminutes?\b"),  # not "min": min_word_length, minVisiblePercentage
     ("seconds", r"\b(seconds?|timeout|secs?|delay|wait)\b"),
     ("port", r"\bport\b"),
     ("pixels", r"\b(width|height|x|y)\b"),
@@ -113,6 +116,8 @@ def classify(name: str, spec: dict, jtype: str) -> str:
         return "flag"
     if jtype in ("integer", "number"):
         return next((k for k, pattern in NUMBER_KINDS if re.search(pattern, w)), "number")
+    if re.search(r"\byear\b", w):  # a year as a string ("2024"), not a word
+        return "year"
     if spec.get("format") in ("uri", "url"):
         return "url"
     if spec.get("format") == "date":
@@ -209,6 +214,7 @@ POOLS = {
 NUMBER_RANGES = {
     "count": (3, 25), "page": (1, 6), "year": (2012, 2025), "days": (2, 14), "hours": (1, 48), "minutes": (5, 90),
     "seconds": (5, 120), "port": (3000, 9000), "pixels": (320, 1920), "amount": (5, 2500), "number": (1, 500),
+    "percent": (5, 95),
 }
 LAT_LON = {"Lyon": (45.76, 4.84), "Tokyo": (35.68, 139.69), "Nairobi": (-1.29, 36.82), "Toronto": (43.65, -79.38),
            "Sydney": (-33.87, 151.21), "Reykjavik": (64.15, -21.94), "Denver": (39.74, -104.99)}
@@ -249,6 +255,8 @@ def draw_value(rng: random.Random, p: Param):
     if kind == "id":
         return rng.choice([str(rng.randint(1000, 999999)), f"{rng.choice('abcdefghkmnpqrstuvwxyz')}"
                            f"{rng.randint(100, 99999)}", f"{rng.getrandbits(32):08x}"])
+    if kind == "year":
+        return str(rng.randint(*NUMBER_RANGES["year"]))
     if kind == "wallet":
         return f"0x{rng.getrandbits(160):040x}"
     if kind == "secret":
@@ -312,15 +320,24 @@ FLAG_ON = ["with {w} on", "and yes to {w}", "with {w} enabled", "and please incl
 FLAG_OFF = ["without {w}", "with {w} turned off", "and skip {w}", "no {w}, please"]
 
 
-def state(rng: random.Random, p: Param, value) -> str:
-    """One phrase of the question that states `value` for `p`."""
+# Phrasings that say which parameter a value fills: used when a phrasing of its kind would not (two values of one
+# kind in a request, "for Lyon, in Edinburgh", leave the reader to guess), and for a share of the rest.
+NAMED = ["with {w} {v}", "where the {w} is {v}", "({w}: {v})", "using {v} as the {w}", "with the {w} set to {v}"]
+NAMED_SHARE = 0.3
+
+
+def state(rng: random.Random, p: Param, value, named: bool = False) -> str:
+    """One phrase of the question that states `value` for `p` (`named`: one that also says `p`'s name)."""
     if p.kind == "flag":
         return rng.choice(FLAG_ON if value else FLAG_OFF).format(w=p.words)
     if isinstance(value, list):
         said = [spoken(rng, p.kind, v) for v in value]
-        return f"for {', '.join(said[:-1])} and {said[-1]}" if rng.random() < 0.5 else \
+        return f"for {', '.join(said[:-1])} and {said[-1]}" if rng.random() < 0.5 and not named else \
             f"({p.words}: {', '.join(said)})"
-    return rng.choice(PHRASES.get(p.kind, PHRASES["word"])).format(v=spoken(rng, p.kind, value), w=p.words)
+    phrases = PHRASES.get(p.kind, PHRASES["word"])
+    if named:
+        phrases = [f for f in phrases if "{w}" in f] or NAMED
+    return rng.choice(phrases).format(v=spoken(rng, p.kind, value), w=p.words)
 
 
 def spoken(rng: random.Random, kind: str, value) -> str:
@@ -413,7 +430,9 @@ def described_action(tool: Tool) -> tuple[str, bool]:
 
 
 def clause(rng: random.Random, tool: Tool, params: tuple[Param, ...], args: dict) -> str:
-    said = [state(rng, p, args[p.name]) for p in params if p.name in args]
+    stated = [p for p in params if p.name in args]
+    kinds = Counter(p.kind for p in stated)
+    said = [state(rng, p, args[p.name], named=kinds[p.kind] > 1 or rng.random() < NAMED_SHARE) for p in stated]
     rng.shuffle(said)
     if not said:
         return intent(rng, tool)

@@ -1,6 +1,7 @@
 """Training rows and the training loss, shared by the `train` stage and bench/train_bench.py.
 
-- `tokenize_example`: one rendered row → token ids and a loss mask (1 on model output).
+- `tokenize_example`: one rendered row → token ids and a loss mask (a weight per token: 1 on model output, more on
+  the token that decides whether to call).
 - `pack`: examples → fixed-length rows, several documents per row (first-fit decreasing over a buffer), each token
   tagged with its document (`segment_ids`, 0 = padding) and its position inside it. Unpacked rows are the same
   format with one document each, so there is one path through the model. It streams: one buffer in memory.
@@ -8,7 +9,7 @@
   never has to fit in memory.
 - `model_inputs`: attention that stays inside a document (same segment, causal) and per-document positions, built
   inside the jitted step from the segment ids.
-- `loss_fn`: next-token NLL at loss positions only. The final hidden states at those positions are gathered into a
+- `loss_fn`: next-token NLL at loss positions only, weighted by the mask. The final hidden states at those positions are gathered into a
   static-size buffer and projected onto the 262,144-token vocabulary in chunks (each recomputed in the backward
   pass), so no `[batch, seq, vocab]` tensor exists. With bfloat16 base weights the float32 LoRA parameters are
   cast to bfloat16 for the forward pass; their gradients and optimizer state stay float32.
@@ -28,10 +29,14 @@ LOSS_CHUNK = 1024  # gathered positions per vocabulary-projection chunk: chunk x
 PACK_BUFFER = 1024  # examples sorted together by the first-fit-decreasing packer
 
 
-def tokenize_example(tok: gemma.Tokenizer, text: str, spans) -> tuple[list[int], list[int]]:
-    """Token ids and a loss mask (1 on model output) for one rendered row. `<bos>` is a control token that text
-    never produces, so it is added as an id. Each piece is tokenized on its own, so a model turn's tokens are what
-    the model generates after `<start_of_turn>model\\n` at inference."""
+def tokenize_example(tok: gemma.Tokenizer, text: str, spans, decision_weight: int = 1) -> tuple[list[int], list[int]]:
+    """Token ids and a loss mask (the token's loss weight: 0 off model output, 1 on it) for one rendered row.
+    `<bos>` is a control token that text never produces, so it is added as an id. Each piece is tokenized on its
+    own, so a model turn's tokens are what the model generates after `<start_of_turn>model\\n` at inference.
+
+    The first token of the first model turn weighs `decision_weight`: there the model decides whether to call a
+    tool (with `render.call_text: drop` a calling turn opens with `<tool_call>`), one token against the dozens of
+    the call or answer that follow it."""
     ids, mask, pos = [], [], 0
     if text.startswith("<bos>"):
         ids, mask, pos = [gemma.BOS], [0], len("<bos>")
@@ -42,6 +47,8 @@ def tokenize_example(tok: gemma.Tokenizer, text: str, spans) -> tuple[list[int],
                 ids += piece_ids
                 mask += [is_model] * len(piece_ids)
         pos = span["end"]
+    if decision_weight != 1 and 1 in mask:
+        mask[mask.index(1)] = decision_weight
     return ids, mask
 
 
@@ -136,7 +143,7 @@ def padding_share(rows: Iterable[dict[str, np.ndarray]]) -> float:
 def loss_capacity(rows: Iterable[dict[str, np.ndarray]], batch_size: int) -> int:
     """A static bound on the loss positions of any batch: the sum over the `batch_size` rows with the most, rounded
     up to whole chunks (a multiple of 8 below one chunk). Shapes stay fixed, so the step compiles once."""
-    per_row = np.sort(np.fromiter((r["input_mask"][1:].sum() for r in rows), np.int64))[::-1]
+    per_row = np.sort(np.fromiter((np.count_nonzero(r["input_mask"][1:]) for r in rows), np.int64))[::-1]
     need = max(int(per_row[:batch_size].sum()), 1)
     step = LOSS_CHUNK if need > LOSS_CHUNK else 8
     return -(-need // step) * step
@@ -195,20 +202,21 @@ def token_nll(hidden, project, targets, chunk: int):
 
 
 def loss_fn(model, input_tokens, input_mask, positions, attention_mask, *, capacity: int):
-    """Mean next-token NLL where `input_mask` is 1, computed at those positions only (at most `capacity` per batch,
-    see `loss_capacity`). The projection is the model's tied embedding, trained token rows included."""
+    """Next-token NLL averaged with `input_mask` as weights, computed where it is nonzero only (at most `capacity`
+    positions per batch, see `loss_capacity`). The projection is the model's tied embedding, trained token rows
+    included."""
     import jax.numpy as jnp
 
     model = compute_view(model)
     hidden = final_hidden(model, input_tokens, positions, attention_mask)[:, :-1]
     weights = input_mask[:, 1:].reshape(-1)
     (where,) = jnp.nonzero(weights, size=capacity, fill_value=0)
-    count = jnp.sum(weights)
-    valid = (jnp.arange(capacity) < count).astype(jnp.float32)
+    count = jnp.count_nonzero(weights)
+    picked_weights = jnp.where(jnp.arange(capacity) < count, weights[where], 0).astype(jnp.float32)
     picked = hidden.reshape(-1, hidden.shape[-1])[where]
     nll = token_nll(picked, lambda h: gemma.logits(model.embedder, h), input_tokens[:, 1:].reshape(-1)[where],
                     min(capacity, LOSS_CHUNK))
-    return jnp.sum(nll * valid) / jnp.maximum(count, 1).astype(jnp.float32)
+    return jnp.sum(nll * picked_weights) / jnp.maximum(jnp.sum(picked_weights), 1.0)
 
 
 def make_loss_fn(capacity: int):

@@ -79,6 +79,8 @@ class TrainParams:
     eval_every_n_steps: int = 10
     eval_batches: int = 4
     checkpoint_every_n_steps: int = 10
+    # Loss weight of the first token of the first model turn, where the model decides whether to call a tool.
+    decision_weight: int = 1
     seed: int = 0
     dtype: Literal["float32", "bfloat16"] = "float32"
     fsdp: int = 1
@@ -90,6 +92,8 @@ class TrainParams:
                      "checkpoint_every_n_steps", "fsdp", "tp"):
             if getattr(self, name) < 1:
                 return f"{name} must be >= 1, got {getattr(self, name)}"
+        if self.decision_weight < 1:
+            return f"decision_weight must be >= 1, got {self.decision_weight}"
         if self.max_steps < 0:
             return f"max_steps must be >= 0, got {self.max_steps}"
         if self.batch_size % self.fsdp:
@@ -104,7 +108,7 @@ def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None
         for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["text", "model_spans"]):
             for row in batch.to_pylist():
                 stats["rows"] += 1
-                ids, mask = training.tokenize_example(tok, row["text"], row["model_spans"])
+                ids, mask = training.tokenize_example(tok, row["text"], row["model_spans"], p.decision_weight)
                 if len(ids) > p.max_seq_len:
                     if p.overlong == "drop":
                         stats["dropped_overlong"] += 1

@@ -62,6 +62,12 @@ def test_loss_mask_is_zero_on_the_prompt(tiny_base):
     prompt_text = tok.decode([i for i, m in zip(ids[1:], mask[1:]) if not m])
     assert "<tools>" in prompt_text and "Weather in Paris?" in prompt_text and "<tool_response>" in prompt_text
     assert "<tool_call>" not in prompt_text  # the call is the model's, and only the model's
+    spans = [{"start": a, "end": b} for a, b in r.model_spans]
+    weighted_ids, weighted = training.tokenize_example(tok, r.text, spans, decision_weight=7)
+    first = mask.index(1)
+    assert weighted_ids == ids and weighted[first] == 7 and weighted[:first] + weighted[first + 1:] == \
+        mask[:first] + mask[first + 1:]
+    assert tok.decode(ids[:first]).endswith("<start_of_turn>model\n")  # the first token the model writes
 
 
 def lora_model(base: Path, dtype="float32"):
@@ -76,12 +82,14 @@ def lora_model(base: Path, dtype="float32"):
     return model
 
 
-def random_examples(vocab: int, lengths=(30, 50, 20, 64, 10, 40, 7)):
+def random_examples(vocab: int, lengths=(30, 50, 20, 64, 10, 40, 7), decision_weight=1):
     rng = np.random.default_rng(0)
     out = []
     for n in lengths:
         ids, mask = rng.integers(4, vocab, n), (rng.random(n) < 0.4).astype(int)
         ids[0], mask[0] = gemma.BOS, 0
+        if mask.any():
+            mask[np.argmax(mask)] = decision_weight
         out.append((ids.tolist(), mask.tolist()))
     return out
 
@@ -103,16 +111,17 @@ def test_packing_is_first_fit_decreasing_and_keeps_every_token():
         list(training.pack([([2] * 65, [0] * 65)], 64))
 
 
-@pytest.mark.parametrize("packing", [False, True])
-def test_loss_at_gathered_positions_equals_the_full_logits_loss(tiny_base, packing):
-    """Same value as tunix's default loss (full logits, one-hot targets), packed or not, and the same gradients;
-    packing changes nothing because documents never see each other."""
+@pytest.mark.parametrize("packing,decision_weight", [(False, 1), (True, 1), (True, 5)])
+def test_loss_at_gathered_positions_equals_the_full_logits_loss(tiny_base, packing, decision_weight):
+    """Same value as tunix's default loss (full logits, one-hot targets, the mask as weights), packed or not, and the
+    same gradients; packing changes nothing because documents never see each other."""
     import jax
     from flax import nnx
     from tunix.sft.peft_trainer import _default_loss_fn as tunix_loss
 
     model = lora_model(tiny_base)
-    rows = list(training.pack(random_examples(model.embedder.num_embed), 64, packing))
+    examples = random_examples(model.embedder.num_embed, decision_weight=decision_weight)
+    rows = list(training.pack(examples, 64, packing))
     batch = {k: np.stack([r[k] for r in rows]) for k in training.ROW_KEYS}
     inputs = training.model_inputs(batch)
     capacity = training.loss_capacity(rows, len(rows))
@@ -120,7 +129,7 @@ def test_loss_at_gathered_positions_equals_the_full_logits_loss(tiny_base, packi
     ours = training.loss_fn(model, **inputs, capacity=capacity)
     reference = tunix_loss(model, **inputs)
     np.testing.assert_allclose(ours, reference, rtol=1e-5)
-    unpacked = list(training.pack(random_examples(model.embedder.num_embed), 64, False))
+    unpacked = list(training.pack(examples, 64, False))
     ub = {k: np.stack([r[k] for r in unpacked]) for k in training.ROW_KEYS}
     np.testing.assert_allclose(ours, tunix_loss(model, **training.model_inputs(ub)), rtol=1e-5)
 

@@ -207,3 +207,28 @@ def test_the_wording_of_a_request_says_whether_its_calls_run_at_once():
             assert not any(m in ask for m in (in_order if parallel else together)), (parallel, ask)
             seen[parallel] += 1
     assert seen[True] > 50 and seen[False] > 50, seen
+
+
+def test_a_kind_stated_twice_in_a_request_names_its_parameters():
+    """Two values of one kind ("for Lyon, in Edinburgh") would leave a reader guessing which fills which parameter:
+    then each phrase names its parameter."""
+    import random
+
+    from gemma_toolcall.mcp_catalogue import Tool
+
+    tool = Tool(server="s", short="pools", description="Get pools.", label="", schema={
+        "type": "object", "required": ["address", "tokenAddress"],
+        "properties": {"address": {"type": "string", "description": "Address"},
+                       "tokenAddress": {"type": "string", "description": "Token address"},
+                       "minWordLength": {"type": "integer"}}})
+    params = phrasing.params_of(tool)
+    kinds = {p.name: p.kind for p in params}
+    assert kinds["tokenAddress"] == "wallet" and kinds["minWordLength"] != "minutes"
+    for seed in range(30):
+        rng = random.Random(seed)
+        args = {"address": "Lyon", "tokenAddress": "Edinburgh"}
+        twin = [phrasing.Param(p.name, "city", p.type, p.words, True) for p in params[:2]]
+        text = phrasing.clause(rng, tool, tuple(twin), args)
+        assert "address Lyon" in text or "address is Lyon" in text or "address: Lyon" in text or \
+            "Lyon as the address" in text or "address set to Lyon" in text, text
+        assert "token address" in text, text
