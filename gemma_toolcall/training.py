@@ -47,7 +47,7 @@ def tokenize_example(tok: gemma.Tokenizer, text: str, spans, decision_weight: in
                 ids += piece_ids
                 mask += [is_model] * len(piece_ids)
         pos = span["end"]
-    if decision_weight != 1 and 1 in mask:
+    if 1 in mask:
         mask[mask.index(1)] = decision_weight
     return ids, mask
 

@@ -89,11 +89,9 @@ class TrainParams:
 
     def validate(self):
         for name in ("batch_size", "grad_accum_steps", "max_seq_len", "epochs", "eval_every_n_steps",
-                     "checkpoint_every_n_steps", "fsdp", "tp"):
+                     "checkpoint_every_n_steps", "decision_weight", "fsdp", "tp"):
             if getattr(self, name) < 1:
                 return f"{name} must be >= 1, got {getattr(self, name)}"
-        if self.decision_weight < 1:
-            return f"decision_weight must be >= 1, got {self.decision_weight}"
         if self.max_steps < 0:
             return f"max_steps must be >= 0, got {self.max_steps}"
         if self.batch_size % self.fsdp:
