@@ -81,6 +81,9 @@ class TrainParams:
     checkpoint_every_n_steps: int = 10
     # Loss weight of the first token of the first model turn, where the model decides whether to call a tool.
     decision_weight: int = 1
+    # first: each example ends with its first model turn (the call, or the answer when no tool fits), so a step
+    # holds more of them; the tool responses and the turns after them are not trained on.
+    model_turns: Literal["all", "first"] = "all"
     seed: int = 0
     dtype: Literal["float32", "bfloat16"] = "float32"
     fsdp: int = 1
@@ -106,7 +109,10 @@ def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None
         for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["text", "model_spans"]):
             for row in batch.to_pylist():
                 stats["rows"] += 1
-                ids, mask = training.tokenize_example(tok, row["text"], row["model_spans"], p.decision_weight)
+                text, spans = row["text"], row["model_spans"]
+                if p.model_turns == "first" and spans:
+                    text, spans = text[:spans[0]["end"]], spans[:1]
+                ids, mask = training.tokenize_example(tok, text, spans, p.decision_weight)
                 if len(ids) > p.max_seq_len:
                     if p.overlong == "drop":
                         stats["dropped_overlong"] += 1

@@ -70,6 +70,29 @@ def test_loss_mask_is_zero_on_the_prompt(tiny_base):
     assert tok.decode(ids[:first]).endswith("<start_of_turn>model\n")  # the first token the model writes
 
 
+def test_first_model_turn_only_ends_each_example_with_the_call(tiny_base, tmp_path):
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    rendered = [render_conversation(c, "compact") for c in conversations()]
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": r.text, "model_spans": [{"start": a, "end": b} for a, b in
+                                                                          r.model_spans]} for r in rendered]), path)
+
+    def examples(turns):
+        stats = dict.fromkeys(("rows", "truncated", "dropped_overlong", "dropped_no_model_tokens", "examples",
+                               "tokens"), 0)
+        return list(train.tokenized([path], tok, params(model_turns=turns), stats)), stats
+
+    (full, full_stats), (first, first_stats) = examples("all"), examples("first")
+    assert full_stats["examples"] == first_stats["examples"] == len(rendered)
+    for (ids, mask), (first_ids, first_mask), r in zip(full, first, rendered):
+        call = slice(*r.model_spans[0])
+        assert tok.decode(first_ids[1:]) == r.text[len("<bos>"):call.stop]  # through the call's <end_of_turn>
+        assert first_ids == ids[:len(first_ids)] and first_mask == mask[:len(first_mask)]
+        assert tok.decode([i for i, m in zip(first_ids, first_mask) if m]) == r.text[call]
+        assert "<tool_response>" in tok.decode(ids) and "<tool_response>" not in tok.decode(first_ids)
+    assert first_stats["tokens"] < full_stats["tokens"]
+
+
 def lora_model(base: Path, dtype="float32"):
     """The tiny model with LoRA whose B matrices are not zero, so LoRA changes the output."""
     import jax
