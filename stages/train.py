@@ -102,6 +102,8 @@ class TrainParams:
 
 
 # -- data ------------------------------------------------------------------------------------------------------
+DATA_COUNTS = ("rows", "truncated", "dropped_overlong", "dropped_no_model_tokens", "examples", "tokens")  # tokenized's
+
 def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None = None):
     """(ids, loss mask) per rendered row, read a record batch at a time; counts what was truncated or dropped for
     length in `stats`."""
@@ -131,8 +133,7 @@ def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None
 
 def packed_rows(paths, tok, p: TrainParams, out: Path, desc: str) -> tuple[training.PackedRows, dict]:
     """The split's rows tokenized, packed and written to `out` (see training.PackedRows), and their counts."""
-    stats = {"rows": 0, "truncated": 0, "dropped_overlong": 0, "dropped_no_model_tokens": 0, "examples": 0,
-             "tokens": 0}
+    stats = dict.fromkeys(DATA_COUNTS, 0)
     total = sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
     with Progress(total=total, desc=desc, unit="row") as bar:
         rows = training.PackedRows.write(

@@ -78,8 +78,7 @@ def test_first_model_turn_only_ends_each_example_with_the_call(tiny_base, tmp_pa
                                                                           r.model_spans]} for r in rendered]), path)
 
     def examples(turns):
-        stats = dict.fromkeys(("rows", "truncated", "dropped_overlong", "dropped_no_model_tokens", "examples",
-                               "tokens"), 0)
+        stats = dict.fromkeys(train.DATA_COUNTS, 0)
         return list(train.tokenized([path], tok, params(model_turns=turns), stats)), stats
 
     (full, full_stats), (first, first_stats) = examples("all"), examples("first")
