@@ -29,8 +29,9 @@ from typing import Literal, Sequence, Union
 import numpy as np
 import pyarrow.parquet as pq
 
-from gemma_toolcall import model as gemma, training
+from gemma_toolcall import dedup, model as gemma, training
 from gemma_toolcall.artifacts import building
+from gemma_toolcall.chat_format import parse_model_turn
 from gemma_toolcall.params import load_section
 from gemma_toolcall.progress import Progress
 
@@ -84,6 +85,10 @@ class TrainParams:
     # first: each example ends with its first model turn (the call, or the answer when no tool fits), so a step
     # holds more of them; the tool responses and the turns after them are not trained on.
     model_turns: Literal["all", "first"] = "all"
+    # Share of the training examples that need no call (their first model turn calls no tool) kept, picked by a
+    # seeded hash of the row's uuid: below 1, more of each step goes to calls. Validation keeps them all, so its
+    # loss compares across values.
+    no_call_keep: float = 1.0
     seed: int = 0
     dtype: Literal["float32", "bfloat16"] = "float32"
     fsdp: int = 1
@@ -97,21 +102,34 @@ class TrainParams:
                 return f"{name} must be >= 1, got {getattr(self, name)}"
         if self.max_steps < 0:
             return f"max_steps must be >= 0, got {self.max_steps}"
+        if not 0 < self.no_call_keep <= 1:
+            return f"no_call_keep must be in (0, 1], got {self.no_call_keep}"
         if self.batch_size % self.fsdp:
             return f"batch_size ({self.batch_size}) must be a multiple of fsdp ({self.fsdp}): the batch is split over it"
 
 
 # -- data ------------------------------------------------------------------------------------------------------
-DATA_COUNTS = ("rows", "truncated", "dropped_overlong", "dropped_no_model_tokens", "examples", "tokens")  # tokenized's
+DATA_COUNTS = ("rows", "dropped_no_call", "truncated", "dropped_overlong", "dropped_no_model_tokens", "examples",
+               "tokens")  # tokenized's
 
-def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None = None):
-    """(ids, loss mask) per rendered row, read a record batch at a time; counts what was truncated or dropped for
-    length in `stats`."""
+
+def first_turn_calls_nothing(text: str, spans) -> bool:
+    """Whether a rendered row's first model turn calls no tool: a row where none of the offered tools fits."""
+    return bool(spans) and not parse_model_turn(text[spans[0]["start"]:spans[0]["end"]]).calls
+
+
+def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None = None, no_call_keep: float = 1.0):
+    """(ids, loss mask) per rendered row, read a record batch at a time, keeping `no_call_keep` of the rows whose
+    first model turn calls no tool; counts what was dropped (and why) or truncated in `stats`."""
     for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["text", "model_spans"]):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["uuid", "text", "model_spans"]):
             for row in batch.to_pylist():
                 stats["rows"] += 1
                 text, spans = row["text"], row["model_spans"]
+                if no_call_keep < 1 and first_turn_calls_nothing(text, spans) \
+                        and dedup.key_of(f"{p.seed}:{row['uuid']}") >= no_call_keep * 2**64:
+                    stats["dropped_no_call"] += 1
+                    continue
                 if p.model_turns == "first" and spans:
                     text, spans = text[:spans[0]["end"]], spans[:1]
                 ids, mask = training.tokenize_example(tok, text, spans, p.decision_weight)
@@ -131,13 +149,16 @@ def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None
                 progress.update(batch.num_rows)
 
 
-def packed_rows(paths, tok, p: TrainParams, out: Path, desc: str) -> tuple[training.PackedRows, dict]:
-    """The split's rows tokenized, packed and written to `out` (see training.PackedRows), and their counts."""
+def packed_rows(paths, tok, p: TrainParams, out: Path, desc: str,
+                no_call_keep: float = 1.0) -> tuple[training.PackedRows, dict]:
+    """The split's rows tokenized (see `tokenized`), packed and written to `out` (see training.PackedRows), and
+    their counts."""
     stats = dict.fromkeys(DATA_COUNTS, 0)
     total = sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
     with Progress(total=total, desc=desc, unit="row") as bar:
         rows = training.PackedRows.write(
-            training.pack(tokenized(paths, tok, p, stats, bar), p.max_seq_len, p.packing), out, p.max_seq_len)
+            training.pack(tokenized(paths, tok, p, stats, bar, no_call_keep), p.max_seq_len, p.packing), out,
+            p.max_seq_len)
     return rows, stats
 
 
@@ -303,7 +324,8 @@ def train_and_save(lora: LoraParams, p: TrainParams, base_dir: Path, tok, train_
     from safetensors.numpy import save_file
     from tunix.sft import metrics_logger, peft_trainer
 
-    train_rows, data_stats = packed_rows(train_paths, tok, p, rows_dir / "train.bin", "tokenize train")
+    train_rows, data_stats = packed_rows(train_paths, tok, p, rows_dir / "train.bin", "tokenize train",
+                                         p.no_call_keep)
     val_rows, val_stats = packed_rows(val_paths, tok, p, rows_dir / "validation.bin", "tokenize validation")
     if len(train_rows) < p.batch_size:
         raise SystemExit(f"train: {data_stats['examples']} usable training rows make {len(train_rows)} rows of "

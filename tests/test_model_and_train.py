@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import ROOT, HubStandIn, conversations, run_stage, serve_hub
+from conftest import ROOT, TOOLS, Conversation, HubStandIn, Turn, conversations, run_stage, serve_hub
 from gemma_toolcall import model as gemma
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall import training
@@ -74,8 +74,7 @@ def test_first_model_turn_only_ends_each_example_with_the_call(tiny_base, tmp_pa
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     rendered = [render_conversation(c, "compact") for c in conversations()]
     path = tmp_path / "train-00000-of-00001.parquet"
-    pq.write_table(pa.Table.from_pylist([{"text": r.text, "model_spans": [{"start": a, "end": b} for a, b in
-                                                                          r.model_spans]} for r in rendered]), path)
+    write_shard(rendered, path)
 
     def examples(turns):
         stats = dict.fromkeys(train.DATA_COUNTS, 0)
@@ -90,6 +89,41 @@ def test_first_model_turn_only_ends_each_example_with_the_call(tiny_base, tmp_pa
         assert tok.decode([i for i, m in zip(first_ids, first_mask) if m]) == r.text[call]
         assert "<tool_response>" in tok.decode(ids) and "<tool_response>" not in tok.decode(first_ids)
     assert first_stats["tokens"] < full_stats["tokens"]
+
+
+def write_shard(rendered, path: Path):
+    rows = [{"uuid": f"row-{i}", "text": r.text, "model_spans": [{"start": a, "end": b} for a, b in r.model_spans]}
+            for i, r in enumerate(rendered)]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def test_no_call_keep_drops_a_seeded_share_of_the_rows_that_call_nothing(tiny_base, tmp_path):
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    calling = list(conversations())
+    no_call = [Conversation(TOOLS, [Turn("user", f"Tell me joke {i}."), Turn("model", "None of the tools tells jokes.")])
+               for i in range(40)]
+    rendered = [render_conversation(c, "compact") for c in calling + no_call]
+    path = tmp_path / "train-00000-of-00001.parquet"
+    write_shard(rendered, path)
+    assert [train.first_turn_calls_nothing(r.text, [{"start": a, "end": b} for a, b in r.model_spans])
+            for r in rendered] == [False] * len(calling) + [True] * len(no_call)
+
+    def kept(keep, seed=0):
+        stats = dict.fromkeys(train.DATA_COUNTS, 0)
+        texts = [tok.decode(ids) for ids, _ in train.tokenized([path], tok, params(seed=seed), stats,
+                                                               no_call_keep=keep)]
+        return texts, stats
+
+    everything, stats = kept(1.0)
+    assert len(everything) == len(rendered) and stats["dropped_no_call"] == 0
+    half, stats = kept(0.5)
+    called = [t for t in half if "<tool_call>" in t]
+    assert len(called) == len(calling)  # every row that calls stays
+    assert 0 < stats["dropped_no_call"] < len(no_call)
+    assert stats["dropped_no_call"] + len(half) - len(called) == len(no_call) == stats["rows"] - len(calling)
+    assert kept(0.5) == (half, stats)  # the same rows on every run
+    assert kept(0.5, seed=1)[0] != half  # the seed picks them
+    assert "no_call_keep" in train.TrainParams(no_call_keep=0.0).validate()
 
 
 def lora_model(base: Path, dtype="float32"):
