@@ -12,7 +12,8 @@ BFCL's reasons come from its AST checker; held-out rows are compared here with t
 With --expected, a second table splits the held-out call rows by what their question says: whether it names every
 parameter of the expected calls (each word of `tokenAddress` or `min_word_length` appears in it) and holds every
 scalar value as written. A row whose question says "for Lyon, in Edinburgh" for `address` and `tokenAddress`
-cannot be matched exactly by any model.
+cannot be matched exactly by any model. A third splits them by how many arguments their expected calls hold
+(0-1, 2, 3+).
 """
 from __future__ import annotations
 
@@ -88,6 +89,12 @@ def said_in_question(question: str, calls: list[dict]) -> str:
         (", every value as written" if verbatim else ", a value rewritten (e.g. a date)")
 
 
+def argument_count(calls: list[dict]) -> str:
+    """How many arguments the expected calls of a held-out row hold together: 0-1, 2 or 3+."""
+    n = sum(len(c["arguments"]) for c in calls)
+    return "0-1" if n <= 1 else "2" if n == 2 else "3+"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("samples")
@@ -108,6 +115,7 @@ def main() -> None:
             expected[row["uuid"]] = [{"name": c.name, "arguments": c.arguments} for c in first.calls]
             questions[row["uuid"]] = conv.turns[0].text
     by_question = defaultdict(Counter)  # (model, what the question says) -> n, exact
+    by_arguments = defaultdict(Counter)  # (model, arguments expected) -> n, exact
     counts, totals, not_ended, examples = defaultdict(Counter), Counter(), Counter(), {}
     for line in open(args.samples, encoding="utf-8"):
         s = json.loads(line)
@@ -117,6 +125,9 @@ def main() -> None:
             said = by_question[(s["model"], said_in_question(questions[s["id"]], expected[s["id"]]))]
             said["n"] += 1
             said["exact"] += s["passed"]
+            size = by_arguments[(s["model"], argument_count(expected[s["id"]]))]
+            size["n"] += 1
+            size["exact"] += s["passed"]
         not_ended[group] += not s["ended_turn"]
         if s["passed"]:
             counts[group]["passed"] += 1
@@ -135,6 +146,9 @@ def main() -> None:
         print("\n| model | held-out call rows whose question ... | n | exact match |\n|---|---|---|---|")
         for (model, said), c in sorted(by_question.items(), key=lambda kv: (kv[0][0] != "base", kv[0][1])):
             print(f"| {model} | {said} | {c['n']} | {c['exact']} |")
+        print("\n| model | held-out call rows expecting ... arguments | n | exact match |\n|---|---|---|---|")
+        for (model, size), c in sorted(by_arguments.items(), key=lambda kv: (kv[0][0] != "base", kv[0][1])):
+            print(f"| {model} | {size} | {c['n']} | {c['exact']} |")
     print()
     for (model, kind), (category, output, reason) in sorted(examples.items()):
         print(f"{model} {kind} ({category}): {output!r}\n    reason: {reason}")

@@ -50,3 +50,10 @@ def test_heldout_questions_split_by_whether_they_name_each_parameter_and_hold_ea
     dated = [{"name": "w-cloud", "arguments": {"start_date": "2025-01-26"}}]
     assert said("Word cloud with a start date of January 26, 2025.", dated) == \
         "names every parameter, a value rewritten (e.g. a date)"
+
+
+def test_heldout_rows_split_by_how_many_arguments_they_expect():
+    call = lambda **args: {"name": "f", "arguments": args}  # noqa: E731
+    assert failures.argument_count([call()]) == failures.argument_count([call(a=1)]) == "0-1"
+    assert failures.argument_count([call(a=1), call(b=2)]) == "2"  # counted over the row's calls together
+    assert failures.argument_count([call(a=1, b=2, c=3)]) == "3+"
