@@ -67,7 +67,7 @@ def analyze_rows(ds) -> dict:
 
 
 def filter_rows(ds, max_used: int, max_available: int, validation_fraction: float, seed: int) -> dict[str, list]:
-    from stages.filter import is_validation
+    from gemma_toolcall.dedup import in_seeded_share
 
     kept = {"train": [], "validation": []}
     for idx in range(len(ds)):
@@ -79,7 +79,7 @@ def filter_rows(ds, max_used: int, max_available: int, validation_fraction: floa
             toucan.parse_row(row)
         except toucan.MalformedRow:
             continue
-        side = "validation" if is_validation(row["uuid"], validation_fraction, seed) else "train"
+        side = "validation" if in_seeded_share(row["uuid"], validation_fraction, seed) else "train"
         kept[side].append(row)
     return kept
 

@@ -114,20 +114,18 @@ def main() -> None:
             first = next(t for t in conv.turns if t.role == "model")
             expected[row["uuid"]] = [{"name": c.name, "arguments": c.arguments} for c in first.calls]
             questions[row["uuid"]] = conv.turns[0].text
-    by_question = defaultdict(Counter)  # (model, what the question says) -> n, exact
-    by_arguments = defaultdict(Counter)  # (model, arguments expected) -> n, exact
+    # Held-out call rows split two ways: {table heading: {(model, part): Counter(n, exact)}}.
+    splits = {"whose question ...": defaultdict(Counter), "expecting ... arguments": defaultdict(Counter)}
     counts, totals, not_ended, examples = defaultdict(Counter), Counter(), Counter(), {}
     for line in open(args.samples, encoding="utf-8"):
         s = json.loads(line)
         group = (s["model"], "heldout" if s["source"] == "heldout" else s["category"])
         totals[group] += 1
         if s["source"] == "heldout" and s["needs_call"] and s["id"] in questions:
-            said = by_question[(s["model"], said_in_question(questions[s["id"]], expected[s["id"]]))]
-            said["n"] += 1
-            said["exact"] += s["passed"]
-            size = by_arguments[(s["model"], argument_count(expected[s["id"]]))]
-            size["n"] += 1
-            size["exact"] += s["passed"]
+            parts = (said_in_question(questions[s["id"]], expected[s["id"]]), argument_count(expected[s["id"]]))
+            for split, part in zip(splits.values(), parts):
+                split[(s["model"], part)]["n"] += 1
+                split[(s["model"], part)]["exact"] += s["passed"]
         not_ended[group] += not s["ended_turn"]
         if s["passed"]:
             counts[group]["passed"] += 1
@@ -142,13 +140,11 @@ def main() -> None:
         c = counts[group]
         print("| " + " | ".join([*group, str(totals[group]), str(c["passed"]), *(str(c[k]) for k in KINDS),
                                   str(not_ended[group])]) + " |")
-    if by_question:
-        print("\n| model | held-out call rows whose question ... | n | exact match |\n|---|---|---|---|")
-        for (model, said), c in sorted(by_question.items(), key=lambda kv: (kv[0][0] != "base", kv[0][1])):
-            print(f"| {model} | {said} | {c['n']} | {c['exact']} |")
-        print("\n| model | held-out call rows expecting ... arguments | n | exact match |\n|---|---|---|---|")
-        for (model, size), c in sorted(by_arguments.items(), key=lambda kv: (kv[0][0] != "base", kv[0][1])):
-            print(f"| {model} | {size} | {c['n']} | {c['exact']} |")
+    for heading, split in splits.items():
+        if split:
+            print(f"\n| model | held-out call rows {heading} | n | exact match |\n|---|---|---|---|")
+            for (model, part), c in sorted(split.items(), key=lambda kv: (kv[0][0] != "base", kv[0][1])):
+                print(f"| {model} | {part} | {c['n']} | {c['exact']} |")
     print()
     for (model, kind), (category, output, reason) in sorted(examples.items()):
         print(f"{model} {kind} ({category}): {output!r}\n    reason: {reason}")

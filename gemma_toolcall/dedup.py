@@ -34,6 +34,11 @@ def key_of(text: str | None) -> int:
     return int.from_bytes(hashlib.blake2b((text or "").encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
+def in_seeded_share(key: str, share: float, seed: int) -> bool:
+    """Whether `key` falls in a `share` of all keys that `seed` picks: the same answer on every run."""
+    return key_of(f"{seed}:{key}") < share * 2**64
+
+
 class BestPerKey:
     def __init__(self, workdir: Path, expected_rows: int):
         self.dir = Path(workdir)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -61,11 +60,6 @@ class FilterParams:
             return f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
 
 
-def is_validation(uuid: str, fraction: float, seed: int) -> bool:
-    digest = hashlib.blake2b(f"{seed}:{uuid}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") < fraction * 2**64
-
-
 def row_servers(row: dict, conv: toucan.Conversation) -> set[str]:
     """The server slugs of every tool the row offers: a converted raw row lists them (`servers`; OSS tool names carry
     none); an SFT row's tools are named `<slug>-<tool>`, and its "Server Name::tool" targets name servers the
@@ -80,8 +74,8 @@ def split_side(p: FilterParams, row: dict, conv: toucan.Conversation) -> str:
     """train or validation; by server, a server's rows all go to one side (its hash decides), and a row spanning
     servers of both sides is dropped: sent either way it would show a server on both sides."""
     if p.validation_by == "uuid":
-        return "validation" if is_validation(row["uuid"], p.validation_fraction, p.seed) else "train"
-    sides = {is_validation(s, p.validation_fraction, p.seed) for s in row_servers(row, conv)} or {False}
+        return "validation" if dedup.in_seeded_share(row["uuid"], p.validation_fraction, p.seed) else "train"
+    sides = {dedup.in_seeded_share(s, p.validation_fraction, p.seed) for s in row_servers(row, conv)} or {False}
     return STRADDLES if len(sides) > 1 else "validation" if sides == {True} else "train"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import csv
 import hashlib
 import itertools
@@ -118,16 +119,16 @@ def first_turn_calls_nothing(text: str, spans) -> bool:
     return bool(spans) and not parse_model_turn(text[spans[0]["start"]:spans[0]["end"]]).calls
 
 
-def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None = None, no_call_keep: float = 1.0):
-    """(ids, loss mask) per rendered row, read a record batch at a time, keeping `no_call_keep` of the rows whose
+def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None = None):
+    """(ids, loss mask) per rendered row, read a record batch at a time, keeping `p.no_call_keep` of the rows whose
     first model turn calls no tool; counts what was dropped (and why) or truncated in `stats`."""
     for path in paths:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["uuid", "text", "model_spans"]):
             for row in batch.to_pylist():
                 stats["rows"] += 1
                 text, spans = row["text"], row["model_spans"]
-                if no_call_keep < 1 and first_turn_calls_nothing(text, spans) \
-                        and dedup.key_of(f"{p.seed}:{row['uuid']}") >= no_call_keep * 2**64:
+                if p.no_call_keep < 1 and first_turn_calls_nothing(text, spans) \
+                        and not dedup.in_seeded_share(row["uuid"], p.no_call_keep, p.seed):
                     stats["dropped_no_call"] += 1
                     continue
                 if p.model_turns == "first" and spans:
@@ -149,16 +150,14 @@ def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None
                 progress.update(batch.num_rows)
 
 
-def packed_rows(paths, tok, p: TrainParams, out: Path, desc: str,
-                no_call_keep: float = 1.0) -> tuple[training.PackedRows, dict]:
+def packed_rows(paths, tok, p: TrainParams, out: Path, desc: str) -> tuple[training.PackedRows, dict]:
     """The split's rows tokenized (see `tokenized`), packed and written to `out` (see training.PackedRows), and
     their counts."""
     stats = dict.fromkeys(DATA_COUNTS, 0)
     total = sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
     with Progress(total=total, desc=desc, unit="row") as bar:
         rows = training.PackedRows.write(
-            training.pack(tokenized(paths, tok, p, stats, bar, no_call_keep), p.max_seq_len, p.packing), out,
-            p.max_seq_len)
+            training.pack(tokenized(paths, tok, p, stats, bar), p.max_seq_len, p.packing), out, p.max_seq_len)
     return rows, stats
 
 
@@ -324,9 +323,10 @@ def train_and_save(lora: LoraParams, p: TrainParams, base_dir: Path, tok, train_
     from safetensors.numpy import save_file
     from tunix.sft import metrics_logger, peft_trainer
 
-    train_rows, data_stats = packed_rows(train_paths, tok, p, rows_dir / "train.bin", "tokenize train",
-                                         p.no_call_keep)
-    val_rows, val_stats = packed_rows(val_paths, tok, p, rows_dir / "validation.bin", "tokenize validation")
+    train_rows, data_stats = packed_rows(train_paths, tok, p, rows_dir / "train.bin", "tokenize train")
+    # Validation keeps every no-call row, so its loss compares across `no_call_keep`.
+    val_rows, val_stats = packed_rows(val_paths, tok, dataclasses.replace(p, no_call_keep=1.0),
+                                      rows_dir / "validation.bin", "tokenize validation")
     if len(train_rows) < p.batch_size:
         raise SystemExit(f"train: {data_stats['examples']} usable training rows make {len(train_rows)} rows of "
                          f"max_seq_len={p.max_seq_len}, fewer than train.batch_size={p.batch_size}")

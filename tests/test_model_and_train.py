@@ -110,8 +110,8 @@ def test_no_call_keep_drops_a_seeded_share_of_the_rows_that_call_nothing(tiny_ba
 
     def kept(keep, seed=0):
         stats = dict.fromkeys(train.DATA_COUNTS, 0)
-        texts = [tok.decode(ids) for ids, _ in train.tokenized([path], tok, params(seed=seed), stats,
-                                                               no_call_keep=keep)]
+        texts = [tok.decode(ids) for ids, _ in train.tokenized([path], tok, params(seed=seed, no_call_keep=keep),
+                                                               stats)]
         return texts, stats
 
     everything, stats = kept(1.0)
