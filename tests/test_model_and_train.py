@@ -17,6 +17,7 @@ from conftest import ROOT, TOOLS, Conversation, HubStandIn, Turn, conversations,
 from gemma_toolcall import model as gemma
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall import training
+from gemma_toolcall.toucan import ToolCall
 from stages import base_model, train
 
 @pytest.fixture(scope="session")
@@ -97,33 +98,40 @@ def write_shard(rendered, path: Path):
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-def test_no_call_keep_drops_a_seeded_share_of_the_rows_that_call_nothing(tiny_base, tmp_path):
+def test_keep_shares_drop_a_seeded_share_of_the_rows_that_call_nothing_or_call_short(tiny_base, tmp_path):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
-    calling = list(conversations())
+    short = list(conversations())  # one argument per call
+    long = [Conversation(TOOLS, [Turn("user", f"Weather in Oslo on day {i}?"),
+                                 Turn("model", "", (ToolCall("w-get", {"city": "Oslo", "day": i}),))]) for i in range(40)]
     no_call = [Conversation(TOOLS, [Turn("user", f"Tell me joke {i}."), Turn("model", "None of the tools tells jokes.")])
                for i in range(40)]
-    rendered = [render_conversation(c, "compact") for c in calling + no_call]
+    more_short = [Conversation(TOOLS, [Turn("user", f"Weather in town {i}?"),
+                                       Turn("model", "", (ToolCall("w-get", {"city": f"town {i}"}),))])
+                  for i in range(32)]
+    rendered = [render_conversation(c, "compact") for c in short + long + no_call + more_short]
     path = tmp_path / "train-00000-of-00001.parquet"
     write_shard(rendered, path)
-    assert [train.first_turn_calls_nothing(r.text, [{"start": a, "end": b} for a, b in r.model_spans])
-            for r in rendered] == [False] * len(calling) + [True] * len(no_call)
+    kinds = [train.first_turn_kind(r.text, [{"start": a, "end": b} for a, b in r.model_spans]) for r in rendered]
+    assert kinds == ["short_call"] * len(short) + ["call"] * len(long) + ["no_call"] * len(no_call) + \
+        ["short_call"] * len(more_short)
+    assert train.first_turn_kind("no model turn", []) is None
 
-    def kept(keep, seed=0):
+    def kept(seed=0, **keep):
         stats = dict.fromkeys(train.DATA_COUNTS, 0)
-        texts = [tok.decode(ids) for ids, _ in train.tokenized([path], tok, params(seed=seed, no_call_keep=keep),
-                                                               stats)]
+        texts = [tok.decode(ids) for ids, _ in train.tokenized([path], tok, params(seed=seed, **keep), stats)]
         return texts, stats
 
-    everything, stats = kept(1.0)
-    assert len(everything) == len(rendered) and stats["dropped_no_call"] == 0
-    half, stats = kept(0.5)
-    called = [t for t in half if "<tool_call>" in t]
-    assert len(called) == len(calling)  # every row that calls stays
-    assert 0 < stats["dropped_no_call"] < len(no_call)
-    assert stats["dropped_no_call"] + len(half) - len(called) == len(no_call) == stats["rows"] - len(calling)
-    assert kept(0.5) == (half, stats)  # the same rows on every run
-    assert kept(0.5, seed=1)[0] != half  # the seed picks them
-    assert "no_call_keep" in train.TrainParams(no_call_keep=0.0).validate()
+    everything, stats = kept()
+    assert len(everything) == len(rendered) and stats["dropped_no_call"] == stats["dropped_short_call"] == 0
+    for name, dropped, n in (("no_call_keep", "dropped_no_call", len(no_call)),
+                             ("short_call_keep", "dropped_short_call", len(short) + len(more_short))):
+        half, stats = kept(**{name: 0.5})
+        assert 0 < stats[dropped] < n and stats["examples"] == len(rendered) - stats[dropped] == len(half)
+        assert all(stats[other] == 0 for other in ("dropped_no_call", "dropped_short_call") if other != dropped)
+        assert set(half) <= set(everything) and all(t in half for t, k in zip(everything, kinds) if k == "call")
+        assert kept(**{name: 0.5}) == (half, stats)  # the same rows on every run
+        assert kept(seed=1, **{name: 0.5})[0] != half  # the seed picks them
+        assert name in train.TrainParams(**{name: 0.0}).validate()
 
 
 def lora_model(base: Path, dtype="float32"):
