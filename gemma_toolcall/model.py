@@ -94,6 +94,17 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+        """`encode`'s ids and, per token, the character offset in `text` where it ends."""
+        proto = self.sp.encode(text, return_type="proto")
+        if text.isascii():
+            return [p.id for p in proto.pieces], [p.end for p in proto.pieces]
+        char_of, at = {0: 0}, 0  # byte offset -> character offset
+        for i, ch in enumerate(text, 1):
+            at += len(ch.encode())
+            char_of[at] = i
+        return [p.id for p in proto.pieces], [char_of[p.end] for p in proto.pieces]
+
     def decode(self, ids) -> str:
         return self.sp.decode([int(i) for i in ids])
 

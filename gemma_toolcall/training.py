@@ -1,7 +1,7 @@
 """Training rows and the training loss, shared by the `train` stage and bench/train_bench.py.
 
 - `tokenize_example`: one rendered row → token ids and a loss mask (a weight per token: 1 on model output, more on
-  the token that decides whether to call).
+  the token that decides whether to call and, optionally, on those that decide how many arguments a call states).
 - `pack`: examples → fixed-length rows, several documents per row (first-fit decreasing over a buffer), each token
   tagged with its document (`segment_ids`, 0 = padding) and its position inside it. Unpacked rows are the same
   format with one document each, so there is one path through the model. It streams: one buffer in memory.
@@ -16,36 +16,47 @@
 """
 from __future__ import annotations
 
+import bisect
 import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from gemma_toolcall import model as gemma
+from gemma_toolcall import chat_format, model as gemma
 
 ROW_KEYS = ("input_tokens", "input_mask", "segment_ids", "positions")
 LOSS_CHUNK = 1024  # gathered positions per vocabulary-projection chunk: chunk x 262,144 float32 logits = 1 GiB
 PACK_BUFFER = 1024  # examples sorted together by the first-fit-decreasing packer
 
 
-def tokenize_example(tok: gemma.Tokenizer, text: str, spans, decision_weight: int = 1) -> tuple[list[int], list[int]]:
+def tokenize_example(tok: gemma.Tokenizer, text: str, spans, decision_weight: int = 1,
+                     argument_weight: int = 1) -> tuple[list[int], list[int]]:
     """Token ids and a loss mask (the token's loss weight: 0 off model output, 1 on it) for one rendered row.
     `<bos>` is a control token that text never produces, so it is added as an id. Each piece is tokenized on its
     own, so a model turn's tokens are what the model generates after `<start_of_turn>model\\n` at inference.
 
     The first token of the first model turn weighs `decision_weight`: there the model decides whether to call a
     tool (with `render.call_text: drop` a calling turn opens with `<tool_call>`), one token against the dozens of
-    the call or answer that follow it."""
+    the call or answer that follow it. The token after each call argument's value weighs `argument_weight`: there
+    it decides whether to state another argument or close the call (see `chat_format.argument_ends`)."""
     ids, mask, pos = [], [], 0
     if text.startswith("<bos>"):
         ids, mask, pos = [gemma.BOS], [0], len("<bos>")
     for span in list(spans) + [{"start": len(text), "end": len(text)}]:
         for piece, is_model in ((text[pos:span["start"]], 0), (text[span["start"]:span["end"]], 1)):
-            if piece:
+            if not piece:
+                continue
+            if is_model and argument_weight != 1:
+                piece_ids, token_ends = tok.encode_with_offsets(piece)
+                weights = [1] * len(piece_ids)
+                for end in chat_format.argument_ends(piece):
+                    weights[bisect.bisect_right(token_ends, end)] = argument_weight
+            else:
                 piece_ids = tok.encode(piece)
-                ids += piece_ids
-                mask += [is_model] * len(piece_ids)
+                weights = [is_model] * len(piece_ids)
+            ids += piece_ids
+            mask += weights
         pos = span["end"]
     if 1 in mask:
         mask[mask.index(1)] = decision_weight

@@ -83,6 +83,9 @@ class TrainParams:
     checkpoint_every_n_steps: int = 10
     # Loss weight of the first token of the first model turn, where the model decides whether to call a tool.
     decision_weight: int = 1
+    # Loss weight of the token after each call argument's value, where the model decides whether to state another
+    # argument or close the call: a missing argument is the commonest failure of the quality runs.
+    argument_weight: int = 1
     # first: each example ends with its first model turn (the call, or the answer when no tool fits), so a step
     # holds more of them; the tool responses and the turns after them are not trained on.
     model_turns: Literal["all", "first"] = "all"
@@ -90,9 +93,6 @@ class TrainParams:
     # seeded hash of the row's uuid: below 1, more of each step goes to calls. Validation keeps them all, so its
     # loss compares across values.
     no_call_keep: float = 1.0
-    # The same for the examples whose first model turn calls with at most one argument per call: below 1, more of
-    # each step goes to calls that state several values, the calls BFCL and most failures are made of.
-    short_call_keep: float = 1.0
     seed: int = 0
     dtype: Literal["float32", "bfloat16"] = "float32"
     fsdp: int = 1
@@ -101,50 +101,42 @@ class TrainParams:
 
     def validate(self):
         for name in ("batch_size", "grad_accum_steps", "max_seq_len", "epochs", "eval_every_n_steps",
-                     "checkpoint_every_n_steps", "decision_weight", "fsdp", "tp"):
+                     "checkpoint_every_n_steps", "decision_weight", "argument_weight", "fsdp", "tp"):
             if getattr(self, name) < 1:
                 return f"{name} must be >= 1, got {getattr(self, name)}"
         if self.max_steps < 0:
             return f"max_steps must be >= 0, got {self.max_steps}"
-        for name in ("no_call_keep", "short_call_keep"):
-            if not 0 < getattr(self, name) <= 1:
-                return f"{name} must be in (0, 1], got {getattr(self, name)}"
+        if not 0 < self.no_call_keep <= 1:
+            return f"no_call_keep must be in (0, 1], got {self.no_call_keep}"
         if self.batch_size % self.fsdp:
             return f"batch_size ({self.batch_size}) must be a multiple of fsdp ({self.fsdp}): the batch is split over it"
 
 
 # -- data ------------------------------------------------------------------------------------------------------
-DATA_COUNTS = ("rows", "dropped_no_call", "dropped_short_call", "truncated", "dropped_overlong",
-               "dropped_no_model_tokens", "examples", "tokens")  # tokenized's
+DATA_COUNTS = ("rows", "dropped_no_call", "truncated", "dropped_overlong", "dropped_no_model_tokens", "examples",
+               "tokens")  # tokenized's
 
 
-def first_turn_kind(text: str, spans) -> str | None:
-    """What a rendered row's first model turn does: "no_call" (none of the offered tools fits), "short_call" (calls,
-    none with more than one argument), "call" (a call with several arguments), None (no model turn)."""
-    if not spans:
-        return None
-    calls = parse_model_turn(text[spans[0]["start"]:spans[0]["end"]]).calls
-    return "call" if any(len(c.arguments) > 1 for c in calls) else "short_call" if calls else "no_call"
+def first_turn_calls_nothing(text: str, spans) -> bool:
+    """Whether a rendered row's first model turn calls no tool: a row where none of the offered tools fits."""
+    return bool(spans) and not parse_model_turn(text[spans[0]["start"]:spans[0]["end"]]).calls
 
 
 def tokenized(paths, tok, p: TrainParams, stats: dict, progress: Progress | None = None):
     """(ids, loss mask) per rendered row, read a record batch at a time, keeping `p.no_call_keep` of the rows whose
-    first model turn calls no tool and `p.short_call_keep` of those whose calls hold at most one argument each;
-    counts what was dropped (and why) or truncated in `stats`."""
-    keep = {"no_call": p.no_call_keep, "short_call": p.short_call_keep}
+    first model turn calls no tool; counts what was dropped (and why) or truncated in `stats`."""
     for path in paths:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["uuid", "text", "model_spans"]):
             for row in batch.to_pylist():
                 stats["rows"] += 1
                 text, spans = row["text"], row["model_spans"]
-                if min(keep.values()) < 1:
-                    kind = first_turn_kind(text, spans)
-                    if kind in keep and not dedup.in_seeded_share(row["uuid"], keep[kind], p.seed):
-                        stats[f"dropped_{kind}"] += 1
-                        continue
+                if p.no_call_keep < 1 and first_turn_calls_nothing(text, spans) \
+                        and not dedup.in_seeded_share(row["uuid"], p.no_call_keep, p.seed):
+                    stats["dropped_no_call"] += 1
+                    continue
                 if p.model_turns == "first" and spans:
                     text, spans = text[:spans[0]["end"]], spans[:1]
-                ids, mask = training.tokenize_example(tok, text, spans, p.decision_weight)
+                ids, mask = training.tokenize_example(tok, text, spans, p.decision_weight, p.argument_weight)
                 if len(ids) > p.max_seq_len:
                     if p.overlong == "drop":
                         stats["dropped_overlong"] += 1
@@ -335,9 +327,9 @@ def train_and_save(lora: LoraParams, p: TrainParams, base_dir: Path, tok, train_
     from tunix.sft import metrics_logger, peft_trainer
 
     train_rows, data_stats = packed_rows(train_paths, tok, p, rows_dir / "train.bin", "tokenize train")
-    # Validation keeps every row, so its loss compares across `no_call_keep` and `short_call_keep`.
-    every_row = dataclasses.replace(p, no_call_keep=1.0, short_call_keep=1.0)
-    val_rows, val_stats = packed_rows(val_paths, tok, every_row, rows_dir / "validation.bin", "tokenize validation")
+    # Validation keeps every no-call row, so its loss compares across `no_call_keep`.
+    val_rows, val_stats = packed_rows(val_paths, tok, dataclasses.replace(p, no_call_keep=1.0),
+                                      rows_dir / "validation.bin", "tokenize validation")
     if len(train_rows) < p.batch_size:
         raise SystemExit(f"train: {data_stats['examples']} usable training rows make {len(train_rows)} rows of "
                          f"max_seq_len={p.max_seq_len}, fewer than train.batch_size={p.batch_size}")

@@ -1,10 +1,11 @@
 """The Gemma 3 tool-call format: exact layout, loss spans, and render ↔ parse round trips."""
 import json
+import re
 
 import pytest
 
 from gemma_toolcall import synthetic_toucan, toucan
-from gemma_toolcall.chat_format import (RESERVED_TAG, parse_model_turn, render_conversation, render_model_turn,
+from gemma_toolcall.chat_format import (RESERVED_TAG, argument_ends, parse_model_turn, render_conversation, render_model_turn,
                                          render_prompt)
 from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn
 
@@ -137,3 +138,28 @@ def test_free_text_with_a_tag_cannot_be_rendered(where):
     with pytest.raises(toucan.MalformedRow) as e:
         render_conversation(conv)
     assert e.value.kind == "format_tag_in_text"
+
+
+@pytest.mark.parametrize("style", ["compact", "pretty"])
+def test_argument_ends_mark_where_each_argument_ends(style):
+    calls = [ToolCall("a", {"x": "v, } é", "y": [1, {"z": 2}], "w": True, "n": None}), ToolCall("b", {}),
+             ToolCall("c", {"q": -1.5})]
+    turn = render_model_turn("Let me look.", calls, style)
+    ends = argument_ends(turn)
+    assert len(ends) == sum(len(c.arguments) for c in calls) and ends == sorted(ends)
+    blocks = [(m.start(1), m.end(1)) for m in re.finditer(r"<tool_call>(.*?)</tool_call>", turn, re.DOTALL)]
+    for call, (start, stop) in zip(calls, blocks):
+        mine = [e for e in ends if start <= e < stop]
+        for k, end in enumerate(mine):
+            assert turn[end] == ("}" if k == len(mine) - 1 else ",")
+            # cut there and closed, the call holds exactly its first k + 1 arguments
+            assert json.loads(turn[start:end] + "}}")["args"] == dict(list(call.arguments.items())[:k + 1])
+
+
+@pytest.mark.parametrize("turn", ["no call here", "<tool_call>\n{not json\n</tool_call>",
+                                  '<tool_call>\n{"name":"a","args":{"x":1\n</tool_call>',
+                                  '<tool_call>\n{"name":"a","args":3}\n</tool_call>',
+                                  '<tool_call>\n{"name":"a"}\n</tool_call>', '<tool_call>\n["args",{"x":1}]\n</tool_call>',
+                                  '<tool_call>\n{"name" "a","args":{"x":1}}\n</tool_call>'])
+def test_argument_ends_skip_what_is_not_a_rendered_call(turn):
+    assert argument_ends(turn) == []

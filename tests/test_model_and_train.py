@@ -71,6 +71,30 @@ def test_loss_mask_is_zero_on_the_prompt(tiny_base):
     assert tok.decode(ids[:first]).endswith("<start_of_turn>model\n")  # the first token the model writes
 
 
+def test_argument_weight_weighs_the_token_after_each_argument(tiny_base):
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    calls = (ToolCall("w-get", {"city": "Zürich", "days": 3, "units": "metric"}), ToolCall("w-get", {"city": "Oslo"}))
+    r = render_conversation(Conversation(TOOLS, [Turn("user", "Weather in Zürich and Oslo?"), Turn("model", "", calls)]),
+                            "compact")
+    spans = [{"start": a, "end": b} for a, b in r.model_spans]
+    ids, mask = training.tokenize_example(tok, r.text, spans, decision_weight=7)
+    weighted_ids, weighted = training.tokenize_example(tok, r.text, spans, decision_weight=7, argument_weight=4)
+    assert weighted_ids == ids
+    heavy = [i for i, (a, b) in enumerate(zip(mask, weighted)) if a != b]
+    assert all(mask[i] == 1 and weighted[i] == 4 for i in heavy) and len(heavy) == 4  # 3 + 1 arguments
+    pieces = [tok.decode([ids[i]]) for i in heavy]
+    assert all("," in p for p in pieces[:2]) and all("}" in p for p in pieces[2:])
+    # the offsets are where the tokens end, in characters, on text that is not ASCII too (a character split into
+    # byte tokens ends with its last one)
+    model_text = r.text[spans[0]["start"]:spans[0]["end"]]
+    piece_ids, ends = tok.encode_with_offsets(model_text)
+    assert piece_ids == tok.encode(model_text) and ends[-1] == len(model_text) and ends == sorted(ends)
+    whole = [k for k, end in enumerate(ends) if (k == 0 or end > ends[k - 1]) and end not in ends[k + 1:]]
+    assert len(whole) > len(ends) / 2 and len(whole) < len(ends)  # "ü" is two byte tokens in the tiny vocabulary
+    assert all(tok.decode(piece_ids[:k + 1]) == model_text[:ends[k]] for k in whole)
+    assert "argument_weight" in train.TrainParams(argument_weight=0).validate()
+
+
 def test_first_model_turn_only_ends_each_example_with_the_call(tiny_base, tmp_path):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     rendered = [render_conversation(c, "compact") for c in conversations()]
@@ -98,40 +122,33 @@ def write_shard(rendered, path: Path):
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-def test_keep_shares_drop_a_seeded_share_of_the_rows_that_call_nothing_or_call_short(tiny_base, tmp_path):
+def test_no_call_keep_drops_a_seeded_share_of_the_rows_that_call_nothing(tiny_base, tmp_path):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
-    short = list(conversations())  # one argument per call
-    long = [Conversation(TOOLS, [Turn("user", f"Weather in Oslo on day {i}?"),
-                                 Turn("model", "", (ToolCall("w-get", {"city": "Oslo", "day": i}),))]) for i in range(40)]
+    calling = list(conversations())
     no_call = [Conversation(TOOLS, [Turn("user", f"Tell me joke {i}."), Turn("model", "None of the tools tells jokes.")])
                for i in range(40)]
-    more_short = [Conversation(TOOLS, [Turn("user", f"Weather in town {i}?"),
-                                       Turn("model", "", (ToolCall("w-get", {"city": f"town {i}"}),))])
-                  for i in range(32)]
-    rendered = [render_conversation(c, "compact") for c in short + long + no_call + more_short]
+    rendered = [render_conversation(c, "compact") for c in calling + no_call]
     path = tmp_path / "train-00000-of-00001.parquet"
     write_shard(rendered, path)
-    kinds = [train.first_turn_kind(r.text, [{"start": a, "end": b} for a, b in r.model_spans]) for r in rendered]
-    assert kinds == ["short_call"] * len(short) + ["call"] * len(long) + ["no_call"] * len(no_call) + \
-        ["short_call"] * len(more_short)
-    assert train.first_turn_kind("no model turn", []) is None
+    assert [train.first_turn_calls_nothing(r.text, [{"start": a, "end": b} for a, b in r.model_spans])
+            for r in rendered] == [False] * len(calling) + [True] * len(no_call)
 
-    def kept(seed=0, **keep):
+    def kept(keep, seed=0):
         stats = dict.fromkeys(train.DATA_COUNTS, 0)
-        texts = [tok.decode(ids) for ids, _ in train.tokenized([path], tok, params(seed=seed, **keep), stats)]
+        texts = [tok.decode(ids) for ids, _ in train.tokenized([path], tok, params(seed=seed, no_call_keep=keep),
+                                                               stats)]
         return texts, stats
 
-    everything, stats = kept()
-    assert len(everything) == len(rendered) and stats["dropped_no_call"] == stats["dropped_short_call"] == 0
-    for name, dropped, n in (("no_call_keep", "dropped_no_call", len(no_call)),
-                             ("short_call_keep", "dropped_short_call", len(short) + len(more_short))):
-        half, stats = kept(**{name: 0.5})
-        assert 0 < stats[dropped] < n and stats["examples"] == len(rendered) - stats[dropped] == len(half)
-        assert all(stats[other] == 0 for other in ("dropped_no_call", "dropped_short_call") if other != dropped)
-        assert set(half) <= set(everything) and all(t in half for t, k in zip(everything, kinds) if k == "call")
-        assert kept(**{name: 0.5}) == (half, stats)  # the same rows on every run
-        assert kept(seed=1, **{name: 0.5})[0] != half  # the seed picks them
-        assert name in train.TrainParams(**{name: 0.0}).validate()
+    everything, stats = kept(1.0)
+    assert len(everything) == len(rendered) and stats["dropped_no_call"] == 0
+    half, stats = kept(0.5)
+    called = [t for t in half if "<tool_call>" in t]
+    assert len(called) == len(calling)  # every row that calls stays
+    assert 0 < stats["dropped_no_call"] < len(no_call)
+    assert stats["dropped_no_call"] + len(half) - len(called) == len(no_call) == stats["rows"] - len(calling)
+    assert kept(0.5) == (half, stats)  # the same rows on every run
+    assert kept(0.5, seed=1)[0] != half  # the seed picks them
+    assert "no_call_keep" in train.TrainParams(no_call_keep=0.0).validate()
 
 
 def lora_model(base: Path, dtype="float32"):
