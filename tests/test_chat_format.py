@@ -5,8 +5,8 @@ import re
 import pytest
 
 from gemma_toolcall import synthetic_toucan, toucan
-from gemma_toolcall.chat_format import (RESERVED_TAG, argument_ends, parse_model_turn, render_conversation, render_model_turn,
-                                         render_prompt)
+from gemma_toolcall.chat_format import (RESERVED_TAG, argument_ends, parse_model_turn, render_conversation,
+                                         render_model_turn, render_prompt)
 from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn
 
 TOOLS = [{"name": "weather-server-get_forecast", "description": "Forecast.",
@@ -159,7 +159,8 @@ def test_argument_ends_mark_where_each_argument_ends(style):
 @pytest.mark.parametrize("turn", ["no call here", "<tool_call>\n{not json\n</tool_call>",
                                   '<tool_call>\n{"name":"a","args":{"x":1\n</tool_call>',
                                   '<tool_call>\n{"name":"a","args":3}\n</tool_call>',
-                                  '<tool_call>\n{"name":"a"}\n</tool_call>', '<tool_call>\n["args",{"x":1}]\n</tool_call>',
+                                  '<tool_call>\n{"name":"a"}\n</tool_call>',
+                                  '<tool_call>\n["args",{"x":1}]\n</tool_call>',
                                   '<tool_call>\n{"name" "a","args":{"x":1}}\n</tool_call>'])
 def test_argument_ends_skip_what_is_not_a_rendered_call(turn):
     assert argument_ends(turn) == []

@@ -74,8 +74,8 @@ def test_loss_mask_is_zero_on_the_prompt(tiny_base):
 def test_argument_weight_weighs_the_token_after_each_argument(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     calls = (ToolCall("w-get", {"city": "Zürich", "days": 3, "units": "metric"}), ToolCall("w-get", {"city": "Oslo"}))
-    r = render_conversation(Conversation(TOOLS, [Turn("user", "Weather in Zürich and Oslo?"), Turn("model", "", calls)]),
-                            "compact")
+    conv = Conversation(TOOLS, [Turn("user", "Weather in Zürich and Oslo?"), Turn("model", "", calls)])
+    r = render_conversation(conv, "compact")
     spans = [{"start": a, "end": b} for a, b in r.model_spans]
     ids, mask = training.tokenize_example(tok, r.text, spans, decision_weight=7)
     weighted_ids, weighted = training.tokenize_example(tok, r.text, spans, decision_weight=7, argument_weight=4)
