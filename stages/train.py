@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
+import csv
 import hashlib
 import itertools
 import json
