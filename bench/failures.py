@@ -2,18 +2,28 @@
 model and category, with one example output per kind.
 
     python bench/failures.py reports/quality/eval_samples.jsonl
+    python bench/failures.py metrics/eval_samples.jsonl --expected data/filtered/validation.parquet --bfcl data/bfcl
 
 Kinds, first match wins: `format` (the turn does not parse: unquoted strings, broken JSON), `over_call` (a call
 where none is wanted), `no_call` (no call where one is), `count` (wrong number of calls: one call where a parallel
-question wants two), `name` (a wrong function; `name_dotted` when the right one has a dot in its name), `missing_arg`,
-`extra_arg`, `type` (e.g. "5" for 5), `value` (a wrong value), `other` (anything else, e.g. a checker error).
+question wants two), `name` (a wrong function; `name_dotted` when the right one has a dot in its name), `wrong_key`
+(an expected argument is missing and one the expected call or the function lacks is there, e.g. `page` for
+`pageSize`: a value stated under a name the model guessed; on BFCL only with --bfcl), `missing_arg` (an expected
+argument is missing, nothing added), `extra_arg`, `type` (e.g. "5" for 5), `value` (a wrong value), `other`
+(anything else, e.g. a checker error).
 BFCL's reasons come from its AST checker; held-out rows are compared here with the expected calls.
 
 With --expected, a second table splits the held-out call rows by what their question says: whether it names every
 parameter of the expected calls (each word of `tokenAddress` or `min_word_length` appears in it) and holds every
 scalar value as written. A row whose question says "for Lyon, in Edinburgh" for `address` and `tokenAddress`
 cannot be matched exactly by any model. A third splits them by how many arguments their expected calls hold
-(0-1, 2, 3+).
+(0-1, 2, 3+). Both tables count each part's misses by kind. A fourth takes the expected arguments one by one, by
+the kind of parameter the stand-in sees (`synthetic_phrasing.params_of`: date, flag, count, word, ...), and counts
+each as right, wrong, absent from the call, or in an output that does not parse; with --train, beside how many
+arguments of each kind the train split's first model turns hold.
+
+    python bench/failures.py metrics/eval_samples.jsonl --expected data/filtered/validation.parquet \
+        --bfcl data/bfcl --train data/filtered/train.parquet
 """
 from __future__ import annotations
 
@@ -22,8 +32,8 @@ import json
 import re
 from collections import Counter, defaultdict
 
-KINDS = ("format", "over_call", "no_call", "count", "name", "name_dotted", "missing_arg", "extra_arg", "type",
-         "value", "other")
+KINDS = ("format", "over_call", "no_call", "count", "name", "name_dotted", "wrong_key", "missing_arg", "extra_arg",
+         "type", "value", "other")
 
 
 MARKERS = (("Function name", "name"), ("Missing required parameter", "missing_arg"),
@@ -32,7 +42,9 @@ MARKERS = (("Function name", "name"), ("Missing required parameter", "missing_ar
            ("Nested type", "type"), ("Invalid value", "value"))
 
 
-def bfcl_kind(s: dict) -> str:
+def bfcl_kind(s: dict, parameters: dict | None = None) -> str:
+    """`parameters` (function name -> its parameter names, from the question) tells a call that stopped short from
+    one that put a value under a name the function does not have: BFCL reports both as a missing parameter."""
     reason = s["reason"]
     if reason.startswith("unparseable"):
         return "format"
@@ -49,6 +61,9 @@ def bfcl_kind(s: dict) -> str:
     at, kind = min(found)
     if kind == "name" and "." in reason[at:].split("not found", 1)[0]:
         return "name_dotted"  # BFCL quotes the expected name
+    if kind == "missing_arg" and parameters and any(set(c["arguments"]) - parameters.get(c["name"], set())
+                                                    for c in s["calls"]):
+        return "wrong_key"
     return kind
 
 
@@ -68,9 +83,10 @@ def heldout_kind(s: dict, expected: list[dict] | None) -> str:
     got = {c["name"]: c["arguments"] for c in s["calls"]}
     for want in expected:
         args = got.get(want["name"], {})
-        if set(want["arguments"]) - set(args):
-            return "missing_arg"
-        if set(args) - set(want["arguments"]):
+        missing, extra = set(want["arguments"]) - set(args), set(args) - set(want["arguments"])
+        if missing:
+            return "wrong_key" if extra else "missing_arg"
+        if extra:
             return "extra_arg"
         for k, v in want["arguments"].items():
             if args[k] != v:
@@ -95,42 +111,96 @@ def argument_count(calls: list[dict]) -> str:
     return "0-1" if n <= 1 else "2" if n == 2 else "3+"
 
 
+def parameter_kinds(tools: list[dict]) -> dict[str, dict[str, str]]:
+    """Function name -> {parameter: its kind as the stand-in sees it (`synthetic_phrasing.params_of`: date, flag,
+    count, word, ...)}; a parameter the stand-in cannot phrase is left out (the tables count it as `other`)."""
+    from gemma_toolcall import mcp_catalogue, synthetic_phrasing
+
+    kinds = {}
+    for t in tools:
+        tool = mcp_catalogue.Tool("", "", t["name"], t.get("description", ""), t.get("parameters") or {})
+        kinds[t["name"]] = {p.name: p.kind for p in synthetic_phrasing.params_of(tool) or ()}
+    return kinds
+
+
+def argument_outcome(s: dict, name: str, key: str, value) -> str:
+    """What an output did with one expected argument: right, wrong, absent, or unparsed (the turn does not parse)."""
+    if not s["format_valid"]:
+        return "unparsed"
+    args = next((c["arguments"] for c in s["calls"] if c["name"] == name), {})
+    return "absent" if key not in args else "right" if args[key] == value else "wrong"
+
+
+def first_model_turns(parquet: str):
+    """(uuid, conversation, its first model turn) of every row of a split that parses."""
+    import pyarrow.parquet as pq
+
+    from gemma_toolcall import toucan
+    for row in pq.read_table(parquet).to_pylist():
+        try:
+            conv = toucan.parse_row(row)
+        except toucan.MalformedRow:
+            continue
+        yield row["uuid"], conv, next(t for t in conv.turns if t.role == "model")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("samples")
     ap.add_argument("--expected", help="the validation parquet the held-out rows came from, to sort their argument "
                     "errors (without it: name or value)")
+    ap.add_argument("--bfcl", help="the BFCL data folder (data/bfcl), to tell a wrong parameter name from a missing "
+                    "parameter")
+    ap.add_argument("--train", help="the train split (data/filtered/train.parquet): the fourth table then counts each "
+                    "kind's arguments in its first model turns too, what training could learn from")
     args = ap.parse_args()
-    expected, questions = {}, {}
-    if args.expected:
-        import pyarrow.parquet as pq
+    samples = [json.loads(line) for line in open(args.samples, encoding="utf-8")]
+    parameters = {}  # BFCL question id -> {function name: its parameter names}
+    if args.bfcl:
+        from pathlib import Path
 
-        from gemma_toolcall import toucan
-        for row in pq.read_table(args.expected).to_pylist():
-            try:
-                conv = toucan.parse_row(row)
-            except toucan.MalformedRow:
-                continue
-            first = next(t for t in conv.turns if t.role == "model")
-            expected[row["uuid"]] = [{"name": c.name, "arguments": c.arguments} for c in first.calls]
-            questions[row["uuid"]] = conv.turns[0].text
+        from gemma_toolcall import bfcl
+        for category in sorted({s["category"] for s in samples if s["source"] == "bfcl"}):
+            for q in bfcl.load(Path(args.bfcl), category):
+                parameters[q["id"]] = {t["name"]: set(t["parameters"].get("properties", {})) for t in bfcl.tools(q)}
+    expected, questions, kinds = {}, {}, {}
+    if args.expected:
+        for uuid, conv, first in first_model_turns(args.expected):
+            expected[uuid] = [{"name": c.name, "arguments": c.arguments} for c in first.calls]
+            questions[uuid] = conv.turns[0].text
+            kinds[uuid] = parameter_kinds(conv.tools)
+    in_train = Counter()  # kind of parameter -> arguments of that kind in the train split's first model turns
+    if args.train:
+        for _, conv, first in first_model_turns(args.train):
+            train_kinds = parameter_kinds(conv.tools) if first.calls else {}
+            in_train.update(train_kinds.get(c.name, {}).get(k, "other") for c in first.calls for k in c.arguments)
     # Held-out call rows split two ways: {table heading: {(model, part): Counter(n, exact)}}.
     splits = {"whose question ...": defaultdict(Counter), "expecting ... arguments": defaultdict(Counter)}
+    by_argument = defaultdict(Counter)  # (model, kind of parameter) -> Counter(n, right, wrong, absent, unparsed)
     counts, totals, not_ended, examples = defaultdict(Counter), Counter(), Counter(), {}
-    for line in open(args.samples, encoding="utf-8"):
-        s = json.loads(line)
+    for s in samples:
         group = (s["model"], "heldout" if s["source"] == "heldout" else s["category"])
         totals[group] += 1
+        if s["passed"]:
+            kind = None
+        elif s["source"] == "bfcl":
+            kind = bfcl_kind(s, parameters.get(s["id"]))
+        else:
+            kind = heldout_kind(s, expected.get(s["id"]) if expected else None)
         if s["source"] == "heldout" and s["needs_call"] and s["id"] in questions:
             parts = (said_in_question(questions[s["id"]], expected[s["id"]]), argument_count(expected[s["id"]]))
             for split, part in zip(splits.values(), parts):
                 split[(s["model"], part)]["n"] += 1
-                split[(s["model"], part)]["exact"] += s["passed"]
+                split[(s["model"], part)]["exact" if s["passed"] else kind] += 1
+            for call in expected[s["id"]]:
+                for key, value in call["arguments"].items():
+                    c = by_argument[(s["model"], kinds[s["id"]].get(call["name"], {}).get(key, "other"))]
+                    c["n"] += 1
+                    c[argument_outcome(s, call["name"], key, value)] += 1
         not_ended[group] += not s["ended_turn"]
         if s["passed"]:
             counts[group]["passed"] += 1
             continue
-        kind = bfcl_kind(s) if s["source"] == "bfcl" else heldout_kind(s, expected.get(s["id"]) if expected else None)
         counts[group][kind] += 1
         examples.setdefault((group[0], kind), (group[1], s["output"][:200], s["reason"][:160]))
     header = ["model", "category", "n", "passed", *KINDS, "not_ended"]
@@ -142,9 +212,20 @@ def main() -> None:
                                   str(not_ended[group])]) + " |")
     for heading, split in splits.items():
         if split:
-            print(f"\n| model | held-out call rows {heading} | n | exact match |\n|---|---|---|---|")
+            missed = [k for k in KINDS if any(c[k] for c in split.values())]  # the kinds of miss that occur
+            print(f"\n| model | held-out call rows {heading} | n | exact match | " + " | ".join(missed) + " |")
+            print("|" + "---|" * (4 + len(missed)))
             for (model, part), c in sorted(split.items(), key=lambda kv: (kv[0][0] != "base", kv[0][1])):
-                print(f"| {model} | {part} | {c['n']} | {c['exact']} |")
+                cells = [model, part, c["n"], c["exact"], *(c[k] for k in missed)]
+                print("| " + " | ".join(map(str, cells)) + " |")
+    if by_argument:
+        outcomes = ("right", "wrong", "absent", "unparsed")
+        train = [f"in train split (of {sum(in_train.values())})"] if args.train else []
+        print("\n| model | expected held-out arguments of the kind ... | n | " + " | ".join([*outcomes, *train]) + " |")
+        print("|" + "---|" * (3 + len(outcomes) + len(train)))
+        for (model, kind), c in sorted(by_argument.items(), key=lambda kv: (kv[0][0] != "base", -kv[1]["n"], kv[0])):
+            cells = [model, kind, c["n"], *(c[o] for o in outcomes), *([in_train[kind]] if args.train else [])]
+            print("| " + " | ".join(map(str, cells)) + " |")
     print()
     for (model, kind), (category, output, reason) in sorted(examples.items()):
         print(f"{model} {kind} ({category}): {output!r}\n    reason: {reason}")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -163,8 +164,36 @@ def run_jax(system: str, a) -> dict:
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
     return result(system, a, config, batches[a.warmup:], step, float(loss), projected,
-                  device=f"{device.platform}:{getattr(device, 'device_kind', '')}",
+                  device=device_name(device),
                   peak_bytes=stats.get("peak_bytes_in_use") or peak_rss_bytes(), step_scratch_bytes=scratch)
+
+
+# SIMD features that decide a CPU's matmul speed: the same step ran ~3.4x slower on an AVX2-only 2-core EPYC than on
+# the machine of quality runs 9-11 (README, quality run), so a CPU result names its CPU.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """'<model name> x<logical CPUs> [features]' from /proc/cpuinfo (Linux); the platform's processor elsewhere."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            import platform
+            return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
+    present = set(flags.group(1).split()) if flags else set()
+    count = len(re.findall(r"^processor\s*:", cpuinfo, re.M)) or os.cpu_count()
+    return (f"{model.group(1).strip() if model else 'unknown CPU'} x{count} "
+            f"[{' '.join(f for f in CPU_FEATURES if f in present) or 'no avx2'}]")
+
+
+def device_name(device) -> str:
+    """The JAX device a result was measured on; for a CPU, which CPU (its device_kind says only 'cpu')."""
+    if device.platform == "cpu":
+        return f"cpu:{cpu_name()}"
+    return f"{device.platform}:{getattr(device, 'device_kind', '')}"
 
 
 def _unbatch(batch: dict) -> list[dict]:
@@ -205,7 +234,7 @@ def run_hf(a) -> dict:
         loss = train_step(inputs)
     sync()
     step = (time.perf_counter() - start) / a.steps
-    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    name = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes()
     return result("hf-peft", a, json.loads((a.base / "config.json").read_text()), batches[a.warmup:], step,
                   float(loss), a.batch * a.seq, device=f"torch:{name}", peak_bytes=peak, step_scratch_bytes=None)
@@ -371,6 +400,7 @@ def main(argv=None) -> list[dict]:
                 results.append(r)
                 print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
+    print("measured on: " + "; ".join(sorted({r["device"] for r in results})))
     if a.out:
         a.out.write_text(json.dumps(results, indent=2) + "\n")
     return results

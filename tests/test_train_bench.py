@@ -41,6 +41,15 @@ def test_out_of_memory_is_recognised():
     assert not train_bench.is_oom(ValueError("shapes do not match"))
 
 
+def test_cpu_results_name_the_cpu_and_its_matmul_features():
+    # A CPU's speed depends on its vector units (the quality run's step: 9 s on one machine, 31 s on an AVX2-only one)
+    info = ("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n"
+            "processor\t: 1\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert train_bench.cpu_name(info) == "AMD EPYC 9B14 x2 [avx2 avx512f avx512_bf16]"
+    assert train_bench.cpu_name("processor\t: 0\nmodel name\t: Old\nflags\t\t: fpu sse2\n") == "Old x1 [no avx2]"
+    assert train_bench.cpu_name().split(" x")[0]  # this machine's, whatever it is
+
+
 def test_full_size_random_init_trains_in_bfloat16(tmp_path):
     """Gemma 3 270M's exact shape, from nothing but the pip dependencies, three bfloat16 steps of the GPU path on CPU.
     Rendered examples are 280+ tokens and bf16 matmuls are slow on CPU, so the worker gets short made-up examples."""
@@ -56,7 +65,8 @@ def test_full_size_random_init_trains_in_bfloat16(tmp_path):
                                    "--warmup", "2", "--dtype", "bfloat16"],
                           check=True, cwd=ROOT, capture_output=True, text=True)
     r = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
-    assert r["tokens_per_s"] > 0 and r["step_scratch_gb"] > 0 and r["device"].startswith("cpu")
+    assert r["tokens_per_s"] > 0 and r["step_scratch_gb"] > 0
+    assert r["device"].startswith("cpu:") and r["device"] != "cpu:cpu"  # names the CPU
     # random weights over 262,144 tokens: the loss starts near log(262,144) = 12.5
     assert 10 < r["last_loss"] < 15, r
 
