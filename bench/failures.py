@@ -2,7 +2,6 @@
 model and category, with one example output per kind.
 
     python bench/failures.py reports/quality/eval_samples.jsonl
-    python bench/failures.py metrics/eval_samples.jsonl --expected data/filtered/validation.parquet --bfcl data/bfcl
 
 Kinds, first match wins: `format` (the turn does not parse: unquoted strings, broken JSON), `over_call` (a call
 where none is wanted), `no_call` (no call where one is), `count` (wrong number of calls: one call where a parallel

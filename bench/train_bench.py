@@ -169,7 +169,7 @@ def run_jax(system: str, a) -> dict:
 
 
 # SIMD features that decide a CPU's matmul speed: the same step ran ~3.4x slower on an AVX2-only 2-core EPYC than on
-# the machine of quality runs 9-11 (README, quality run), so a CPU result names its CPU.
+# the machine of quality runs 5-11 (README, quality run), so a CPU result names its CPU.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
