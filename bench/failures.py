@@ -16,10 +16,12 @@ With --expected, a second table splits the held-out call rows by what their ques
 parameter of the expected calls (each word of `tokenAddress` or `min_word_length` appears in it) and holds every
 scalar value as written. A row whose question says "for Lyon, in Edinburgh" for `address` and `tokenAddress`
 cannot be matched exactly by any model. A third splits them by how many arguments their expected calls hold
-(0-1, 2, 3+). Both tables count each part's misses by kind. A fourth takes the expected arguments one by one, by
-the kind of parameter the stand-in sees (`synthetic_phrasing.params_of`: date, flag, count, word, ...), and counts
-each as right, wrong, absent from the call, or in an output that does not parse; with --train, beside how many
-arguments of each kind the train split's first model turns hold.
+(0-1, 2, 3+), and a fourth by the server of their expected call: held-out rows come from a few servers never seen
+in training, so one hard server moves the exact match by several points, and the line under that table says how
+concentrated the rows are. The three tables count each part's misses by kind. A fifth takes the expected
+arguments one by one, by the kind of parameter the stand-in sees (`synthetic_phrasing.params_of`: date, flag,
+count, word, ...), and counts each as right, wrong, absent from the call, or in an output that does not parse; with
+--train, beside how many arguments of each kind the train split's first model turns hold.
 
     python bench/failures.py metrics/eval_samples.jsonl --expected data/filtered/validation.parquet \
         --bfcl data/bfcl --train data/filtered/train.parquet
@@ -110,6 +112,24 @@ def argument_count(calls: list[dict]) -> str:
     return "0-1" if n <= 1 else "2" if n == 2 else "3+"
 
 
+BY_SERVER = "from the server ..."
+
+
+def server_of(calls: list[dict]) -> str:
+    """The server slug of a held-out row's first expected call (`<slug>-<tool>`, as filter splits rows by)."""
+    from gemma_toolcall import mcp_catalogue
+
+    return mcp_catalogue.tool_server(calls[0]["name"]) if calls else "(no call)"
+
+
+def concentration(split: dict) -> str:
+    """How many servers the held-out call rows come from, and the share the five largest hold (one model's rows)."""
+    model = min(m for m, _ in split)
+    sizes = sorted((c["n"] for (m, _), c in split.items() if m == model), reverse=True)
+    return (f"{model}: {sum(sizes)} held-out call rows from {len(sizes)} servers; the 5 largest hold "
+            f"{sum(sizes[:5])} ({sum(sizes[:5]) / max(sum(sizes), 1):.0%})")
+
+
 def parameter_kinds(tools: list[dict]) -> dict[str, dict[str, str]]:
     """Function name -> {parameter: its kind as the stand-in sees it (`synthetic_phrasing.params_of`: date, flag,
     count, word, ...)}; a parameter the stand-in cannot phrase is left out (the tables count it as `other`)."""
@@ -173,8 +193,9 @@ def main() -> None:
         for _, conv, first in first_model_turns(args.train):
             train_kinds = parameter_kinds(conv.tools) if first.calls else {}
             in_train.update(train_kinds.get(c.name, {}).get(k, "other") for c in first.calls for k in c.arguments)
-    # Held-out call rows split two ways: {table heading: {(model, part): Counter(n, exact)}}.
-    splits = {"whose question ...": defaultdict(Counter), "expecting ... arguments": defaultdict(Counter)}
+    # Held-out call rows split three ways: {table heading: {(model, part): Counter(n, exact)}}.
+    splits = {"whose question ...": defaultdict(Counter), "expecting ... arguments": defaultdict(Counter),
+              BY_SERVER: defaultdict(Counter)}
     by_argument = defaultdict(Counter)  # (model, kind of parameter) -> Counter(n, right, wrong, absent, unparsed)
     counts, totals, not_ended, examples = defaultdict(Counter), Counter(), Counter(), {}
     for s in samples:
@@ -187,7 +208,8 @@ def main() -> None:
         else:
             kind = heldout_kind(s, expected.get(s["id"]) if expected else None)
         if s["source"] == "heldout" and s["needs_call"] and s["id"] in questions:
-            parts = (said_in_question(questions[s["id"]], expected[s["id"]]), argument_count(expected[s["id"]]))
+            parts = (said_in_question(questions[s["id"]], expected[s["id"]]), argument_count(expected[s["id"]]),
+                     server_of(expected[s["id"]]))
             for split, part in zip(splits.values(), parts):
                 split[(s["model"], part)]["n"] += 1
                 split[(s["model"], part)]["exact" if s["passed"] else kind] += 1
@@ -214,9 +236,13 @@ def main() -> None:
             missed = [k for k in KINDS if any(c[k] for c in split.values())]  # the kinds of miss that occur
             print(f"\n| model | held-out call rows {heading} | n | exact match | " + " | ".join(missed) + " |")
             print("|" + "---|" * (4 + len(missed)))
-            for (model, part), c in sorted(split.items(), key=lambda kv: (kv[0][0] != "base", kv[0][1])):
+            by_size = heading == BY_SERVER  # largest first; the other tables' parts have their own order
+            for (model, part), c in sorted(split.items(), key=lambda kv: (kv[0][0] != "base", -kv[1]["n"] * by_size,
+                                                                          kv[0][1])):
                 cells = [model, part, c["n"], c["exact"], *(c[k] for k in missed)]
                 print("| " + " | ".join(map(str, cells)) + " |")
+            if by_size:
+                print("\n" + concentration(split))
     if by_argument:
         outcomes = ("right", "wrong", "absent", "unparsed")
         train = [f"in train split (of {sum(in_train.values())})"] if args.train else []

@@ -68,6 +68,17 @@ def test_heldout_rows_split_by_how_many_arguments_they_expect():
     assert failures.argument_count([call(a=1, b=2, c=3)]) == "3+"
 
 
+def test_heldout_rows_split_by_the_server_of_their_expected_call():
+    # slugs hold '-' as tool names do: the longest known prefix is the server
+    assert failures.server_of([{"name": "dexpaprika-getTokenPools", "arguments": {}}]) == "dexpaprika"
+    assert failures.server_of([{"name": "old-school-runescape-wiki-and-data-server-search_objtypes",
+                                "arguments": {}}]) == "old-school-runescape-wiki-and-data-server"
+    assert failures.server_of([]) == "(no call)"
+    split = {("base", f"s{i}"): {"n": n} for i, n in enumerate([30, 20, 10, 10, 10, 10, 10])}
+    split.update({("tuned", k): v for (_, k), v in split.items()})
+    assert failures.concentration(split) == "base: 100 held-out call rows from 7 servers; the 5 largest hold 80 (80%)"
+
+
 def test_tables_count_each_parts_misses_by_kind(tmp_path, monkeypatch, capsys):
     """End to end on stand-in rows: the argument-count table holds each row once, as exact or as its kind of miss,
     and the per-argument table each expected argument once, as right, wrong, absent or unparsed."""
@@ -114,5 +125,8 @@ def test_tables_count_each_parts_misses_by_kind(tmp_path, monkeypatch, capsys):
     n, right, wrong, absent, unparsed = (sum(int(cells[i]) for cells in per_kind) for i in range(5))
     expected_args = sum(len(calls[row["uuid"]].arguments) for row in rows[:2])
     assert (n, right, wrong, absent, unparsed) == (expected_args, expected_args - 1, 0, 1, 0)
+    servers = {failures.server_of([{"name": calls[row["uuid"]].name}]) for row in rows[:2]}
+    assert "| model | held-out call rows from the server ... | n | exact match | wrong_key |" in out
+    assert f"tuned: 2 held-out call rows from {len(servers)} servers" in out
     in_train = sum(len(c.arguments) for c in calls.values())  # the --train split here is the same rows
     assert f"in train split (of {in_train})" in out
