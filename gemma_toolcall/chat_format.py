@@ -45,6 +45,7 @@ START = "<start_of_turn>"
 END = "<end_of_turn>"
 TOOLS_PREAMBLE = "Here are the available tools that you can use:"
 JSON_STYLES = ("pretty", "compact")
+CALL_OPEN, CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"  # around each call's JSON in a model turn
 _CALL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 # The tags of this format and Gemma 3's control tokens: the `<` opening one of these is what makes text structure.
 RESERVED_TAG = re.compile(r"<(?=/?(?:tool_call|tool_response|tools)>|(?:bos|eos|pad|unk|mask|start_of_turn|end_of_turn"
@@ -88,7 +89,7 @@ def render_user_prompt(tools: list[dict], text: str, style: str, system: str = "
 
 
 def render_model_turn(text: str, calls: tuple[ToolCall, ...] | list[ToolCall], style: str) -> str:
-    blocks = [f"<tool_call>\n{dumps({'name': c.name, 'args': c.arguments}, style)}\n</tool_call>" for c in calls]
+    blocks = [f"{CALL_OPEN}{dumps({'name': c.name, 'args': c.arguments}, style)}{CALL_CLOSE}" for c in calls]
     return "\n".join(([text] if text else []) + blocks)
 
 

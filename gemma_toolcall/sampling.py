@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import functools
 
+from gemma_toolcall.call_grammar import FREE, CallGrammar, token_allowed
+from gemma_toolcall.chat_format import START
 from gemma_toolcall.model import EOS, Tokenizer
 
+MODEL_TURN = f"{START}model\n"
 FULL_BATCH_LENGTH = 2048  # padded prompt length up to which a batch has all `batch_size` rows
 
 
 def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
-             batch_size: int, progress=None) -> tuple[list[str], list[bool]]:
-    """Greedy completions with tunix's KV-cache sampler, stopping at `<end_of_turn>` or `<eos>`, and for each
-    whether it ended its turn (stopped on one of them before `max_new_tokens`). Prompts are rendered text without
-    `<bos>` (the sampler adds it).
+             batch_size: int, progress=None, tools: list[list[dict]] | None = None) -> tuple[list[str], list[bool],
+                                                                                           list[int]]:
+    """Greedy completions with tunix's KV-cache sampler, stopping at `<end_of_turn>` or `<eos>`; for each, whether it
+    ended its turn (stopped on one of them before `max_new_tokens`) and how many of its tokens the call grammar
+    changed. Prompts are rendered text without `<bos>` (the sampler adds it).
+
+    With `tools` (the tools offered to each prompt), decoding is constrained: inside a `<tool_call>` block each token
+    is the most likely one that keeps the call well-formed for those tools (`call_grammar`); outside one, and always
+    without `tools`, it is the most likely token.
 
     Prompts are batched by length (shortest first, `plan_batches`), and each batch is left-padded only to the power
     of two above its longest prompt: one compilation per distinct padded length, and little prefill spent on
@@ -34,19 +42,205 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
                 num_kv_heads=config["num_key_value_heads"], head_dim=config["head_dim"]))
         return samplers[prompt_length]
 
-    texts, ended = [""] * len(prompts), [False] * len(prompts)
+    texts, ended, changed = [""] * len(prompts), [False] * len(prompts), [0] * len(prompts)
+    vocabulary = TokenTexts(tokenizer) if tools is not None else None
     for rows, prompt_length, batch_rows in plan_batches(lengths, batch_size):
         batch = [prompts[i] for i in rows]
         batch += [batch[-1]] * (batch_rows - len(batch))  # a fixed batch shape per bucket: no recompilation
-        result = sampler_for(prompt_length)(batch, max_generation_steps=max_new_tokens,
-                                            max_prompt_length=prompt_length,
-                                            eos_tokens=[EOS, tokenizer.end_of_turn], temperature=0.0)
-        for i, text, tokens in zip(rows, result.text, result.tokens):
-            # The sampler cuts each output at its first stop token: a shorter output stopped on one.
-            texts[i], ended[i] = text, len(tokens) < max_new_tokens
+        if tools is not None:
+            grammars = [CallGrammar(tools[i]) for i in rows]
+            grammars += [grammars[-1]] * (batch_rows - len(grammars))
+            outputs = constrained(sampler_for(prompt_length), batch, prompt_length, max_new_tokens, grammars,
+                                  tokenizer, vocabulary)
+            for i, (text, stopped, n_changed) in zip(rows, outputs):
+                texts[i], ended[i], changed[i] = text, stopped, n_changed
+        else:
+            result = sampler_for(prompt_length)(batch, max_generation_steps=max_new_tokens,
+                                                max_prompt_length=prompt_length,
+                                                eos_tokens=[EOS, tokenizer.end_of_turn], temperature=0.0)
+            for i, text, tokens in zip(rows, result.text, result.tokens):
+                # The sampler cuts each output at its first stop token: a shorter output stopped on one.
+                texts[i], ended[i] = text, len(tokens) < max_new_tokens
         if progress is not None:
             progress.update(len(rows))
-    return texts, ended
+    return texts, ended, changed
+
+
+CANDIDATES = 64  # the most likely tokens tried against the grammar, before the whole vocabulary in order
+
+
+class TokenTexts:
+    """Each token id's decoded text for the grammar (None for control tokens and bytes of a longer UTF-8
+    character), and the ids that stop a turn."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        sp = tokenizer.sp
+        self.texts: list[str | None] = []
+        for i in range(sp.get_piece_size()):
+            piece = sp.id_to_piece(i)
+            if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+                self.texts.append(None)
+            elif sp.is_byte(i):
+                byte = int(piece[3:5], 16)
+                self.texts.append(chr(byte) if byte < 0x80 else None)
+            else:
+                self.texts.append(piece.replace("\u2581", " "))
+        self.stops = frozenset({EOS, tokenizer.end_of_turn})
+
+
+def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: int, grammars: list,
+                tokenizer: Tokenizer, vocabulary: TokenTexts) -> list[tuple[str, bool, int]]:
+    """Greedy decoding of one batch under each row's call grammar: tunix's prefill and KV cache, then a compiled
+    loop of model steps that hands each step's logits to the host, which picks the tokens (`_Rows.pick`). (text,
+    ended its turn, tokens the grammar changed) per row."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from tunix.generate import utils
+
+    ids = [sampler.tokenize(x) for x in batch]
+    padded = np.array([utils.pad_to_length(x, target_length=prompt_length, pad_value=sampler.tokenizer.pad_id(),
+                                           left=True) for x in ids])
+    state = sampler.init_sample_state(jnp.array(padded), total_sampling_steps=prompt_length + max_new_tokens,
+                                      include_logits=False, forbidden_token_ids=None, temperature=0.0, top_p=None,
+                                      top_k=None, seed=jax.random.PRNGKey(0), beam_size=None)
+    prefill, decode, current = _compiled(sampler)
+    state, greedy, logits = prefill(sampler._flattened_transformer_state, state)
+    rows = _Rows(grammars, batch, vocabulary)
+    current["rows"] = rows
+    first, _ = rows.pick(np.asarray(greedy), np.asarray(logits))
+    if not rows.all_done() and max_new_tokens > 1:
+        jax.block_until_ready(decode(sampler._flattened_transformer_state, state, jnp.asarray(first),
+                                     jnp.int32(max_new_tokens - 1)))
+    return [(tokenizer.decode(o), d, c) for o, d, c in zip(rows.out, rows.done, rows.changed)]
+
+
+class _Rows:
+    """The host side of constrained decoding for one batch: each row's tokens, grammar state and whether it ended."""
+
+    def __init__(self, grammars: list, batch: list[str], vocabulary: TokenTexts):
+        self.grammars, self.vocabulary = grammars, vocabulary
+        # A prompt may open the model turn itself (`...<start_of_turn>model\n<tool_call>\n`): the grammar starts
+        # after that text, and a row whose opening text is no call's start decodes freely (state None).
+        self.states = [g.feed(FREE, text.rsplit(MODEL_TURN, 1)[-1]) if MODEL_TURN in text else FREE
+                       for g, text in zip(grammars, batch)]
+        self.out = [[] for _ in batch]
+        self.done, self.changed = [False] * len(batch), [0] * len(batch)
+
+    def all_done(self) -> bool:
+        return all(self.done)
+
+    def record(self, tokens) -> None:
+        for r, t in enumerate(tokens.tolist()):
+            if self.done[r]:
+                continue
+            if t in self.vocabulary.stops:
+                self.done[r] = True
+                continue
+            self.out[r].append(t)
+            if self.states[r] is not None:
+                self.states[r] = token_allowed(self.grammars[r], self.states[r], self.vocabulary.texts[t])
+
+    def pick(self, greedy, logits):
+        """The next token of each row (the greedy one unless the grammar refuses it), recorded; and whether every
+        row has ended."""
+        import numpy as np
+
+        token = np.array(greedy, dtype=np.int32)
+        for r in range(len(token)):
+            grammar, state = self.grammars[r], self.states[r]
+            if self.done[r] or state is None or not grammar.in_call(state):
+                continue  # outside a call every token is allowed; a row the grammar lost decodes freely
+            if _allowed(grammar, state, int(token[r]), self.vocabulary):
+                continue
+            pick = next((t for t in _by_logit(logits[r]) if _allowed(grammar, state, t, self.vocabulary)), None)
+            if pick is None:
+                self.states[r] = None  # nothing fits (a name outside the vocabulary): the row goes on freely
+            else:
+                token[r], self.changed[r] = pick, self.changed[r] + 1
+        self.record(token)
+        return token, np.bool_(self.all_done())
+
+
+def _allowed(grammar: CallGrammar, state: tuple, token: int, vocabulary: TokenTexts) -> bool:
+    return token not in vocabulary.stops and token_allowed(grammar, state, vocabulary.texts[token]) is not None
+
+
+def _by_logit(logits):
+    """Token ids, most likely first (ties: lower id first, as argmax), lazily: the CANDIDATES best, then the rest."""
+    import numpy as np
+
+    top = np.argpartition(-logits, CANDIDATES)[:CANDIDATES]
+    top = top[np.lexsort((top, -logits[top]))]
+    yield from top.tolist()
+    tried = set(top.tolist())
+    yield from (t for t in np.lexsort((np.arange(len(logits)), -logits)).tolist() if t not in tried)
+
+
+def _compiled(sampler):
+    """The prefill and the decoding loop, compiled once per sampler (bucket).
+
+    The prefill is tunix's (`Sampler._prefill_fn`: the same mask, positions and last-position logits, so the same
+    greedy tokens), returning the logits instead of sampling from them. The loop's steps write the chosen token at
+    the current position, run the model on it against the KV cache, and hand the next position's greedy ids and
+    float32 logits to the host callback (the `_Rows` put in the returned dict's "rows"), which returns the tokens to
+    write next and whether all rows have ended. A loop on the device rather than a jitted step called from Python:
+    XLA then hoists what depends on the weights alone (the embedding's transpose for the logits) out of the loop, as
+    tunix's sampler does; stepping from Python was 1.7 times slower per step (0.54 s against 0.32 at batch 16,
+    1,024-token prompts)."""
+    if getattr(sampler, "_constrained", None) is not None:
+        return sampler._constrained
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.experimental import io_callback
+    from tunix.generate import utils
+
+    pad, cache_size, graphdef = sampler.tokenizer.pad_id(), sampler.cache_config.cache_size, \
+        sampler._transformer_graphdef
+    current = {}
+
+    def last_logits(logits):
+        logits = logits[:, -1].astype(jnp.float32)
+        return jnp.argmax(logits, axis=-1), logits
+
+    @jax.jit
+    def prefill(params, state):
+        n = state.num_input_tokens
+        tokens, positions = state.token_buffer[:, :n], state.positions[:, :n]
+        transformer = nnx.merge(graphdef, params)
+        attention_mask = transformer.get_attention_mask(tokens, inputs_mask=tokens != pad)
+        attention_mask = jnp.pad(attention_mask, ((0, 0), (0, 0), (0, cache_size - attention_mask.shape[-1])))
+        logits, cache = transformer(tokens, positions, state.cache, attention_mask, decode_only_last_token=True)
+        return (dataclasses.replace(state, decoding_step=n, cache=cache), *last_logits(logits))
+
+    def pick(greedy, logits):
+        return current["rows"].pick(greedy, logits)
+
+    @jax.jit
+    def decode(params, state, token, steps):
+        shapes = (jax.ShapeDtypeStruct(token.shape, jnp.int32), jax.ShapeDtypeStruct((), jnp.bool_))
+
+        def body(carry):
+            state, token, _, i = carry
+            at = state.decoding_step
+            buffer = state.token_buffer.at[:, at].set(token)
+            attention_mask = utils.compute_attention_masks(at, cache_size, buffer == pad)
+            transformer = nnx.merge(graphdef, params)  # inside the loop's trace: LoRA modules mutate on call
+            logits, cache = transformer(buffer[:, at][:, None], positions=state.positions[:, at][:, None],
+                                        cache=state.cache, attention_mask=attention_mask)
+            token, ended = io_callback(pick, shapes, *last_logits(logits), ordered=True)
+            state = dataclasses.replace(state, decoding_step=at + 1, token_buffer=buffer, cache=cache)
+            return state, token, ended, i + 1
+
+        carry = jax.lax.while_loop(lambda c: ~c[2] & (c[3] < steps), body,
+                                   (state, token.astype(jnp.int32), jnp.bool_(False), jnp.int32(0)))
+        return carry[0].decoding_step
+
+    sampler._constrained = prefill, decode, current
+    return sampler._constrained
 
 
 def padded_length(n: int) -> int:

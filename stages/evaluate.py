@@ -44,6 +44,8 @@ class EvaluateParams:
     heldout_limit: int = 8  # validation rows (0: all)
     max_new_tokens: int = 128
     batch_size: int = 4
+    # Decode calls under the offered tools' schemas (`call_grammar`): names, argument names and JSON types.
+    constrained: bool = False
 
     def validate(self):
         limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
@@ -63,7 +65,8 @@ def bfcl_cases(root: Path, p: EvaluateParams, style: str) -> list[dict]:
     for category in p.categories:
         for q in bfcl.load(root, category, p.category_limit(category) or None):
             prompt = render_prompt(bfcl.tools(q), bfcl.user_text(q), style, bfcl.system_text(q))
-            cases.append({"source": "bfcl", "category": category, "id": q["id"], "prompt": prompt, "question": q})
+            cases.append({"source": "bfcl", "category": category, "id": q["id"], "prompt": prompt, "question": q,
+                          "tools": bfcl.tools(q)})
     return cases
 
 
@@ -81,7 +84,7 @@ def heldout_cases(validation: Path, p: EvaluateParams, style: str) -> tuple[list
         first_model = next(t for t in conv.turns if t.role == "model")  # parse_row refuses rows without one
         prompt = render_prompt(conv.tools, conv.turns[0].text, style, conv.system)
         cases.append({"source": "heldout", "category": row["subset_name"], "id": row["uuid"], "prompt": prompt,
-                      "expected": [asdict(c) for c in first_model.calls]})
+                      "tools": conv.tools, "expected": [asdict(c) for c in first_model.calls]})
     return cases, skipped
 
 
@@ -174,15 +177,21 @@ def evaluate_model(name: str, model, config: dict, tok, cases: list[dict], p: Ev
     prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
     start = time.perf_counter()
     with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
-        outputs, ended = sampling.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size, progress=bar)
+        outputs, ended, changed = sampling.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size,
+                                                    progress=bar,
+                                                    tools=[c["tools"] for c in cases] if p.constrained else None)
     seconds = time.perf_counter() - start
     results, samples = [], []
-    for case, output, ended_turn in zip(cases, outputs, ended):
+    for case, output, ended_turn, n_changed in zip(cases, outputs, ended, changed):
         verdict = {**judge(case, output, scorer), "ended_turn": ended_turn}
+        if p.constrained:
+            verdict["grammar_changed_tokens"] = n_changed
         results.append({"source": case["source"], "category": case["category"], **verdict})
         samples.append({"model": name, "source": case["source"], "category": case["category"], "id": case["id"],
                         "output": output, **verdict})
-    return {**summarize(results), "seconds": round(seconds, 1),
+    # How often the grammar overrode the model: outputs with a token it changed.
+    touched = {"grammar_changed_rows": sum(n > 0 for n in changed)} if p.constrained else {}
+    return {**summarize(results), **touched, "seconds": round(seconds, 1),
             "prompts_per_s": round(len(prompts) / seconds, 3)}, samples
 
 

@@ -21,7 +21,7 @@ def test_sampler_decodes_what_the_model_predicts(tiny_base):
     assert (tok.sp.bos_id(), tok.sp.eos_id(), tok.sp.pad_id()) == (gemma.BOS, gemma.EOS, gemma.PAD)
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = ["abcdefg", "a longer prompt, padded less", "x"]
-    outputs, _ = sampling.generate(model, config, tok, prompts, 8, batch_size=2)
+    outputs, _, _ = sampling.generate(model, config, tok, prompts, 8, batch_size=2)
     assert outputs == [plain_greedy(model, tok, p, 8) for p in prompts]
 
 
@@ -34,8 +34,11 @@ def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
     validation, base_json, base_samples = tmp_path / "filtered" / "validation.parquet", tmp_path / "b.json", \
         tmp_path / "b.jsonl"
     base_m = evaluate.run_base(p, "pretty", tiny_base, tmp_path / "bfcl", validation, base_json, base_samples)
-    m = evaluate.run(p, "pretty", tiny_base, tmp_path / "lora", tmp_path / "bfcl", validation, base_json, base_samples,
-                     tmp_path / "eval.json", tmp_path / "samples.jsonl")
+    # The tuned model decodes under the call grammar (the base model's rows were free: the ids still match).
+    constrained = evaluate.EvaluateParams(limit=2, heldout_limit=3, max_new_tokens=8, batch_size=4, constrained=True)
+    m = evaluate.run(constrained, "pretty", tiny_base, tmp_path / "lora", tmp_path / "bfcl", validation, base_json,
+                     base_samples, tmp_path / "eval.json", tmp_path / "samples.jsonl")
+    assert "grammar_changed_rows" in m["tuned"] and "grammar_changed_rows" not in m["base"]
     assert json.loads((tmp_path / "eval.json").read_text()) == m and m["base"] == base_m
     # The base model's stage made its outputs for these prompts; for others, the tuned stage stops and says so.
     other = evaluate.EvaluateParams(limit=1, heldout_limit=3, max_new_tokens=8, batch_size=4)
@@ -51,6 +54,8 @@ def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
     samples = [json.loads(line) for line in open(tmp_path / "samples.jsonl", encoding="utf-8")]
     assert len(samples) == 2 * (2 * len(evaluate.CATEGORIES) + 3)
     assert all({"model", "id", "output", "calls", "passed", "reason", "ended_turn"} <= set(s) for s in samples)
+    tuned_rows = [s for s in samples if s["model"] == "tuned"]
+    assert m["tuned"]["grammar_changed_rows"] == sum(s["grammar_changed_tokens"] > 0 for s in tuned_rows)
     for name in ("base", "tuned"):
         ended = [s["ended_turn"] for s in samples if s["model"] == name]
         assert m[name]["ended_turn"] == m["summary"][name]["ended_turn"] == round(sum(ended) / len(ended), 4)

@@ -1,0 +1,246 @@
+"""Schema-constrained tool calls: which next tokens keep a model turn a well-formed call to an offered tool.
+
+Decoding with a constraint (`sampling.generate(..., tools=...)`) asks this module, token by token, whether the
+greedy token keeps the turn inside the grammar below, and takes the most likely token that does when it does not.
+Outside a call block nothing is constrained: the model decides whether to call and writes any text. From the
+`<tool_call>` it writes itself to the `</tool_call>` that closes the block, the text must be what
+`chat_format.render_model_turn` writes, in either JSON style:
+
+    <tool_call>
+    {"name": <one of the offered tools' names>, "args": {<arguments>}}
+    </tool_call>
+
+- an argument's name is one of the tool's parameters, each at most once, and the object closes only once every
+  required parameter is there;
+- a value has its parameter's JSON type (`string`, `integer`, `number`/`float`, `boolean`, `array`/`tuple`,
+  `object`/`dict`, `null`, or a list of them), one of its `enum` values when it has them, and is any JSON value where
+  the schema says nothing checkable (`any`, `anyOf`, no `type`);
+- nested objects with `properties` follow the same rules; arrays follow their `items`.
+
+It cannot make a value right, only well-typed: which parameter a stated value belongs to is still the model's
+choice. JSON whitespace is one optional space where `json.dumps` writes one (after `:` and `,`), none elsewhere.
+
+The automaton is character-level over the decoded text, so it does not depend on how the tokenizer splits the tags
+or the JSON. A state is an immutable stack of frames (tuples), so trying a candidate token costs no copy.
+"""
+from __future__ import annotations
+
+import json
+import string
+
+from gemma_toolcall.chat_format import CALL_CLOSE, CALL_OPEN, RESERVED_TAG
+
+_TYPES = {"string": "string", "integer": "integer", "number": "number", "float": "number", "boolean": "boolean",
+          "bool": "boolean", "array": "array", "tuple": "array", "list": "array", "object": "object",
+          "dict": "object", "null": "null"}
+_OPEN_TAG = CALL_OPEN.rstrip("\n")  # "<tool_call>": what starts a call in free text
+_AFTER_OPEN = CALL_OPEN[len(_OPEN_TAG):] + '{"name":'
+_DIGITS = frozenset(string.digits)
+_HEX = frozenset(string.hexdigits)
+FREE = (("free", ""),)  # the state at the start of a model turn
+
+
+def value_types(schema) -> frozenset | None:
+    """The JSON types a schema allows, None for any value."""
+    if not isinstance(schema, dict):
+        return None
+    declared = schema.get("type")
+    if declared is None and isinstance(schema.get("properties"), dict):
+        return frozenset({"object"})
+    out = set()
+    for name in declared if isinstance(declared, list) else [declared]:
+        if _TYPES.get(name) is None:
+            return None  # "any", missing or unknown: nothing checkable
+        out.add(_TYPES[name])
+    return frozenset(out)
+
+
+def _json(v) -> str:
+    return json.dumps(v, ensure_ascii=False)
+
+
+class CallGrammar:
+    """The calls allowed for one prompt: its offered tools."""
+
+    def __init__(self, tools: list[dict]):
+        self.tools = {t["name"]: t.get("parameters") for t in tools if isinstance(t, dict) and
+                      isinstance(t.get("name"), str) and t["name"]}
+        self._names = tuple(sorted(_json(n) for n in self.tools))
+
+    # -- the automaton: feed(state, text) -> state, or None where the text leaves the grammar
+
+    @staticmethod
+    def in_call(state: tuple) -> bool:
+        """Whether the turn is inside a call block (where the turn may not end)."""
+        return state[-1][0] != "free"
+
+    def feed(self, state: tuple, text: str) -> tuple | None:
+        for ch in text:
+            state = self._char(state, ch)
+            if state is None:
+                return None
+        return state
+
+    def _char(self, stack: tuple, ch: str) -> tuple | None:
+        while True:  # a frame that ends on a character it does not take hands that character to the one below
+            frame, rest = stack[-1], stack[:-1]
+            kind = frame[0]
+            if kind == "free":
+                tail = (frame[1] + ch)[-len(_OPEN_TAG):]
+                if tail == _OPEN_TAG:
+                    return rest + (("free", ""), ("name", self._names, ""), ("ws",), ("lit", _AFTER_OPEN))
+                return rest + (("free", tail),)
+            if kind == "lit":
+                if ch != frame[1][0]:
+                    return None
+                return rest + ((("lit", frame[1][1:]),) if len(frame[1]) > 1 else ())
+            if kind == "ws":  # one optional space
+                if ch == " ":
+                    return rest
+                stack = rest
+                continue
+            if kind in ("name", "enum", "key"):
+                candidates, prefix = frame[1], frame[2] + ch
+                longer = tuple(c for c in candidates if c.startswith(prefix))
+                if longer:
+                    return rest + ((kind, longer, prefix) + frame[3:],)
+                if frame[2] not in candidates:
+                    return None
+                stack = self._completed(rest, frame, json.loads(frame[2]))
+                continue
+            if kind == "str":
+                if ch == '"':
+                    return rest
+                if ch == "\\":
+                    return rest + (("esc",),)
+                return None if ord(ch) < 0x20 else stack
+            if kind == "esc":
+                if ch == "u":
+                    return rest + (("hex", 4),)
+                return rest + (("str",),) if ch in '"\\/bfnrt' else None
+            if kind == "hex":
+                if ch not in _HEX:
+                    return None
+                return rest + ((("hex", frame[1] - 1),) if frame[1] > 1 else (("str",),))
+            if kind == "num":
+                phase = _number_phase(frame[1], ch, integer=frame[2])
+                if phase is not None:
+                    return rest + (("num", phase, frame[2]),)
+                if frame[1] not in ("zero", "int", "frac", "exp"):
+                    return None
+                stack = rest
+                continue
+            if kind == "value":
+                return self._value(rest, frame[1], ch)
+            if kind == "arr":
+                items, phase = frame[1], frame[2]
+                if ch == "]":
+                    return rest
+                if phase == "first":
+                    stack = rest + (("arr", items, "next"), ("value", items))
+                    continue
+                return rest + (("arr", items, "next"), ("value", items), ("ws",)) if ch == "," else None
+            if kind == "obj":
+                return self._object(rest, frame, ch)
+            raise AssertionError(kind)
+
+    def _completed(self, rest: tuple, frame: tuple, value) -> tuple:
+        """The frames after a name, an enum value or an argument's name is complete."""
+        kind = frame[0]
+        if kind == "name":
+            return rest + (("lit", CALL_CLOSE), ("lit", "}"), ("value", _object_schema(self.tools[value])),
+                           ("ws",), ("lit", '"args":'), ("ws",), ("lit", ","))
+        if kind == "enum":
+            return rest
+        props, required, used = frame[3], frame[4], frame[5]
+        return rest + (("obj", props, required, used | {value}, "next"), ("value", props[value]), ("ws",),
+                       ("lit", ":"))
+
+    def _object(self, rest: tuple, frame: tuple, ch: str) -> tuple | None:
+        _, props, required, used, phase = frame
+        keys = None if props is None else tuple(_json(k) for k in props if k not in used)
+        if ch == "}" and phase in ("first", "next"):
+            return rest if required <= used else None
+        if ch == "," and phase == "next":
+            return rest + (("obj", props, required, used, "key"), ("ws",)) if keys is None or keys else None
+        if ch == '"' and phase in ("first", "key"):
+            if props is None:  # any names, any values
+                return rest + (("obj", None, required, used, "next"), ("value", None), ("ws",), ("lit", ":"),
+                               ("str",))
+            return rest + (("key", keys, '"', props, required, used),) if keys else None
+        return None
+
+    def _value(self, rest: tuple, schema, ch: str) -> tuple | None:
+        if isinstance(schema, dict) and isinstance(schema.get("enum"), list) and schema["enum"]:
+            texts = tuple(_json(v) for v in schema["enum"])
+            return self._char(rest + (("enum", texts, ""),), ch)
+        types = value_types(schema)
+        allows = (lambda t: True) if types is None else types.__contains__  # noqa: E731
+        if ch == '"' and allows("string"):
+            return rest + (("str",),)
+        if (ch == "-" or ch in _DIGITS) and (allows("integer") or allows("number")):
+            integer = not allows("number")
+            return rest + (("num", _number_phase("start", ch, integer), integer),)
+        if ch in "tf" and allows("boolean"):
+            return self._char(rest + (("enum", ("true", "false"), ""),), ch)
+        if ch == "n" and allows("null"):
+            return self._char(rest + (("enum", ("null",), ""),), ch)
+        if ch == "[" and allows("array"):
+            items = schema.get("items") if isinstance(schema, dict) else None
+            return rest + (("arr", items if isinstance(items, dict) else None, "first"),)
+        if ch == "{" and allows("object"):
+            return rest + (("obj", *_members(schema), frozenset(), "first"),)
+        return None
+
+
+def _object_schema(parameters) -> dict:
+    """A tool's `parameters` as an object schema (a tool without them takes any object)."""
+    if isinstance(parameters, dict) and value_types(parameters) in (None, frozenset({"object"})):
+        return {**parameters, "type": "object"}
+    return {"type": "object"}
+
+
+def _members(schema) -> tuple:
+    """(properties or None for any names, required names) of an object schema."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return None, frozenset()
+    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    return props, frozenset(r for r in required if r in props)
+
+
+def _number_phase(phase: str, ch: str, integer: bool) -> str | None:
+    """The JSON number automaton (integers only: no fraction or exponent); None where `ch` does not continue it."""
+    digit = ch in _DIGITS
+    if phase in ("start", "sign"):
+        if ch == "-" and phase == "start":
+            return "sign"
+        return "zero" if ch == "0" else "int" if digit else None
+    if phase in ("zero", "int"):
+        if digit and phase == "int":
+            return "int"
+        if not integer and ch == ".":
+            return "dot"
+        if not integer and ch in "eE":
+            return "exp0"
+        return None
+    if phase in ("dot", "frac"):
+        if digit:
+            return "frac"
+        return "exp0" if phase == "frac" and ch in "eE" else None
+    if phase == "exp0" and ch in "+-":
+        return "expsign"
+    return "exp" if digit and phase in ("exp0", "expsign", "exp") else None
+
+
+def token_allowed(grammar: CallGrammar, state: tuple, text: str | None) -> tuple | None:
+    """The state after a token whose decoded text is `text` (None: a control token or a byte of a longer UTF-8
+    character), or None where the token leaves the grammar. Control tokens and reserved tags stand only outside a
+    call; a lone byte only inside a string."""
+    if text is None:
+        if not grammar.in_call(state):
+            return state
+        return state if state[-1][0] == "str" else None
+    if grammar.in_call(state) and "<" in text and RESERVED_TAG.search(text):
+        return None
+    return grammar.feed(state, text)

@@ -1,0 +1,119 @@
+"""The call grammar of constrained decoding: every call the format renders passes, what a tool cannot take does
+not; and decoding under it on tiny-random (where it binds nowhere: tunix's greedy tokens; where it binds: a call)."""
+import jax.numpy as jnp
+import pytest
+
+from gemma_toolcall import model as gemma, sampling, synthetic_toucan, toucan
+from gemma_toolcall.call_grammar import FREE, CallGrammar, token_allowed
+from gemma_toolcall.chat_format import CALL_OPEN, parse_model_turn, render_model_turn, render_prompt
+from gemma_toolcall.toucan import ToolCall
+
+TOOLS = [
+    {"name": "pubmed-search", "parameters": {"type": "object", "required": ["term"], "properties": {
+        "term": {"type": "string"}, "start_date": {"type": "string"}, "num_results": {"type": "integer"},
+        "sort": {"type": "string", "enum": ["asc", "desc"]}, "full": {"type": "boolean"},
+        "authors": {"type": "array", "items": {"type": "string"}}, "ratio": {"type": "number"},
+        "filter": {"type": "object", "properties": {"year": {"type": "integer"}}, "required": ["year"]},
+        "extra": {}}}},
+    {"name": "math.hypot", "parameters": {"type": "dict", "properties": {"x": {"type": "integer"},
+                                                                        "y": {"type": "float"}}}},
+    {"name": "no-args", "parameters": {"type": "object", "properties": {}}},
+]
+
+
+def accepts(text: str, tools=TOOLS) -> bool:
+    """Whether `text` is a whole model turn the grammar lets through (it may not end inside a call)."""
+    grammar = CallGrammar(tools)
+    state = grammar.feed(FREE, text)
+    return state is not None and not grammar.in_call(state)
+
+
+def call(args: dict, name: str = "pubmed-search", style: str = "compact") -> str:
+    return render_model_turn("", [ToolCall(name, args)], style)
+
+
+def test_every_rendered_call_of_the_stand_in_passes():
+    n = 0
+    for row in synthetic_toucan.generate(300, 5):
+        try:
+            conv = toucan.parse_row(row)
+        except toucan.MalformedRow:  # the stand-in's deliberately bad rows
+            continue
+        for turn in conv.turns:
+            if turn.role == "model" and turn.calls:
+                for style in ("compact", "pretty"):
+                    assert accepts(render_model_turn(turn.text, turn.calls, style), conv.tools)
+                    n += 1
+    assert n > 300
+
+
+@pytest.mark.parametrize("style", ["compact", "pretty"])
+def test_typed_arguments_pass(style):
+    args = {"term": "sleep", "start_date": "2025-01-02", "num_results": -3, "sort": "desc", "full": False,
+            "authors": ["a", "b\"c"], "ratio": 1.5e-3, "filter": {"year": 2020}, "extra": [None, {"k": 1}]}
+    assert accepts(call(args, style=style))
+    assert accepts("Let me look.\n" + call({"term": "x"}, style=style) + "\n" + call({"x": 3, "y": 2}, "math.hypot",
+                                                                                   style))
+    assert accepts(call({}, "no-args", style)) and accepts("No tool fits; the answer is 4.")
+
+
+@pytest.mark.parametrize("text", [
+    call({"term": "x"}, name="pubmed-fetch"),  # a tool not offered
+    call({"term": "x", "pmid": "1"}),  # a parameter the tool does not have
+    call({"start_date": "2025-01-02"}),  # the required `term` missing
+    call({"term": "x", "num_results": "3"}),  # a string for an integer
+    call({"term": "x", "num_results": 2.5}),  # a fraction for an integer
+    call({"term": "x", "sort": "up"}),  # outside the enum
+    call({"term": "x", "full": "yes"}),
+    call({"term": "x", "filter": {}}),  # nested required
+    call({"x": "3"}, "math.hypot"),
+    call({"a": 1}, "no-args"),
+    '<tool_call>\n{"name":"pubmed-search","args":{"term":"x","start_date":2025-01-02}}\n</tool_call>',  # unquoted
+    '<tool_call>\n{"name":"pubmed-search","args":{"term":"x","term":"y"}}\n</tool_call>',  # twice
+    '<tool_call>\n{"args":{"term":"x"},"name":"pubmed-search"}\n</tool_call>',  # not the format's order
+    '<tool_call>\n{"name":"pubmed-search","args":{"term":"x"}}',  # the turn cannot end inside a call
+    '<tool_call>\n{"name":"pubmed-search","args":{"term":"a\nb"}}\n</tool_call>',  # raw newline in a string
+])
+def test_what_the_tools_cannot_take_is_refused(text):
+    assert not accepts(text)
+
+
+def test_tokens_inside_and_outside_a_call():
+    grammar = CallGrammar(TOOLS)
+    inside = grammar.feed(FREE, CALL_OPEN + '{"name":"pubmed-search","args":{"term":"')
+    assert grammar.in_call(inside) and not grammar.in_call(FREE)
+    assert token_allowed(grammar, inside, None) == inside  # a byte of a longer character, inside a string
+    assert token_allowed(grammar, inside, "<end_of_turn>") is None  # no control text inside a call
+    assert token_allowed(grammar, FREE, "<end_of_turn>") is not None
+    after_key = grammar.feed(FREE, CALL_OPEN + '{"name":"pubmed-search","args":{"num')
+    assert token_allowed(grammar, after_key, "_results") is not None and token_allowed(grammar, after_key, "s") is None
+
+
+def test_constrained_decoding_is_greedy_where_no_call_opens(tiny_base):
+    """The host loop of constrained decoding gives tunix's greedy tokens wherever the grammar does not bind."""
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    model, config = gemma.load(tiny_base, dtype=jnp.float32)
+    prompts = ["abcdefg", "a longer prompt, padded less", "x", "0123"]
+    free, free_ended, _ = sampling.generate(model, config, tok, prompts, 12, batch_size=2)
+    bound, bound_ended, changed = sampling.generate(model, config, tok, prompts, 12, batch_size=2,
+                                                    tools=[TOOLS] * len(prompts))
+    unbound = [i for i, text in enumerate(free) if "<tool_call>" not in text]
+    assert unbound and all(bound[i] == free[i] and bound_ended[i] == free_ended[i] and changed[i] == 0
+                           for i in unbound)
+
+
+def test_constrained_decoding_writes_a_call_from_an_opened_turn(tiny_base):
+    """A prompt that opens the call itself: whatever tiny-random prefers, what it writes is a prefix of a call
+    to an offered tool with typed arguments, and the grammar had to step in."""
+    tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
+    model, config = gemma.load(tiny_base, dtype=jnp.float32)
+    prompts = [render_prompt(TOOLS, q, "compact")[len("<bos>"):] + CALL_OPEN for q in ("Find sleep papers.", "Go")]
+    outputs, ended, changed = sampling.generate(model, config, tok, prompts, 40, batch_size=2,
+                                                tools=[TOOLS] * len(prompts))
+    grammar = CallGrammar(TOOLS)
+    for text, stopped, n in zip(outputs, ended, changed):
+        state = grammar.feed(FREE, CALL_OPEN + text)
+        assert state is not None and n > 0
+        assert text.startswith('{"name":')
+        if stopped:  # a turn can only end outside a call: then the call parses
+            assert parse_model_turn(CALL_OPEN + text).format_valid
