@@ -9,7 +9,8 @@
   block, base beside tuned.
 
 Prompts are rendered by the same module as the training data (the `render.json_style` of training), decoded
-greedily with tunix's KV-cache sampler, and parsed by the module that renders calls. metrics/eval.json holds the
+greedily with tunix's KV-cache sampler (with `constrained: true`, calls under the offered tools' schemas:
+`call_grammar`), and parsed by the module that renders calls. metrics/eval.json holds the
 numbers; metrics/eval_samples.jsonl every output with its parsed calls, verdict and reason.
 
 The base model runs as its own stage (`--model base`, stage `evaluate_base`: metrics/eval_base.json and
