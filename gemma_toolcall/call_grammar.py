@@ -38,6 +38,7 @@ _AFTER_OPEN = CALL_OPEN[len(_OPEN_TAG):] + '{"name":'
 _DIGITS = frozenset(string.digits)
 _HEX = frozenset(string.hexdigits)
 FREE = (("free", ""),)  # the state at the start of a model turn
+_CLOSING_LIMIT = 4096  # characters: a closing longer than this is a schema that nests required objects without end
 
 
 def value_types(schema) -> frozenset | None:
@@ -144,6 +145,63 @@ class CallGrammar:
                 return self._object(rest, frame, ch)
             raise AssertionError(kind)
 
+    def closing(self, state: tuple) -> str | None:
+        """The shortest text that closes the call open at `state` (through its `</tool_call>`), filling what must
+        still be written with the shortest values the schema allows; "" outside a call, None where none is found.
+        Decoding writes it when the token budget has room for nothing else, so a call is not cut off."""
+        text = []
+        while self.in_call(state) and len(text) < _CLOSING_LIMIT:
+            ch = self._closing_char(state)
+            state = None if ch is None else self._char(state, ch)
+            if state is None:
+                return None
+            text.append(ch)
+        return None if self.in_call(state) else "".join(text)
+
+    def _closing_char(self, stack: tuple) -> str | None:
+        """The next character of the shortest way out of the call from `stack`."""
+        frame, rest = stack[-1], stack[:-1]
+        kind = frame[0]
+        if kind == "lit":
+            return frame[1][0]
+        if kind == "ws":
+            return self._closing_char(rest)
+        if kind in ("name", "enum", "key"):
+            candidates, prefix = frame[1], frame[2]
+            if kind == "key":  # a missing required parameter first
+                missing = tuple(c for c in candidates if json.loads(c) in frame[4] - frame[5])
+                candidates = missing or candidates
+            target = min(candidates, key=len)
+            if len(target) > len(prefix) and target.startswith(prefix):
+                return target[len(prefix)]
+            return self._closing_char(self._completed(rest, frame, json.loads(prefix))) if prefix in frame[1] else None
+        if kind == "str":
+            return '"'
+        if kind == "esc":
+            return "n"
+        if kind == "hex":
+            return "0"
+        if kind == "num":
+            return self._closing_char(rest) if frame[1] in ("zero", "int", "frac", "exp") else "0"
+        if kind == "value":
+            schema = frame[1]
+            if isinstance(schema, dict) and isinstance(schema.get("enum"), list) and schema["enum"]:
+                return min((_json(v) for v in schema["enum"]), key=len)[0]
+            types = value_types(schema)
+            for first, kinds in (("0", ("integer", "number")), ('"', ("string",)), ("[", ("array",)),
+                                 ("{", ("object",)), ("t", ("boolean",)), ("n", ("null",))):
+                if types is None or types & set(kinds):
+                    return first
+            return None
+        if kind == "arr":
+            return "]"
+        if kind == "obj":
+            _, _, required, used, phase = frame
+            if phase in ("first", "next") and required <= used:
+                return "}"
+            return "," if phase == "next" else '"'
+        return None
+
     def _completed(self, rest: tuple, frame: tuple, value) -> tuple:
         """The frames after a name, an enum value or an argument's name is complete."""
         kind = frame[0]
@@ -236,11 +294,13 @@ def _number_phase(phase: str, ch: str, integer: bool) -> str | None:
 def token_allowed(grammar: CallGrammar, state: tuple, text: str | None) -> tuple | None:
     """The state after a token whose decoded text is `text` (None: a control token or a byte of a longer UTF-8
     character), or None where the token leaves the grammar. Control tokens and reserved tags stand only outside a
-    call; a lone byte only inside a string."""
+    call, except the tag that closes it (one token in a tokenizer that holds the format's tags); a lone byte only
+    inside a string."""
     if text is None:
         if not grammar.in_call(state):
             return state
         return state if state[-1][0] == "str" else None
-    if grammar.in_call(state) and "<" in text and RESERVED_TAG.search(text):
-        return None
-    return grammar.feed(state, text)
+    after = grammar.feed(state, text)
+    if after is not None and grammar.in_call(state) and "<" in text and RESERVED_TAG.search(text):
+        return after if not grammar.in_call(after) and text.endswith(CALL_CLOSE.strip()) else None
+    return after

@@ -86,6 +86,7 @@ class TokenTexts:
             else:
                 self.texts.append(piece.replace("\u2581", " "))
         self.stops = frozenset({EOS, tokenizer.end_of_turn})
+        self.encode = tokenizer.encode
 
 
 def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: int, grammars: list,
@@ -106,7 +107,7 @@ def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: i
                                       top_k=None, seed=jax.random.PRNGKey(0), beam_size=None)
     prefill, decode, current = _compiled(sampler)
     state, greedy, logits = prefill(sampler._flattened_transformer_state, state)
-    rows = _Rows(grammars, batch, vocabulary)
+    rows = _Rows(grammars, batch, vocabulary, max_new_tokens)
     current["rows"] = rows
     first, _ = rows.pick(np.asarray(greedy), np.asarray(logits))
     if not rows.all_done() and max_new_tokens > 1:
@@ -118,14 +119,15 @@ def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: i
 class _Rows:
     """The host side of constrained decoding for one batch: each row's tokens, grammar state and whether it ended."""
 
-    def __init__(self, grammars: list, batch: list[str], vocabulary: TokenTexts):
-        self.grammars, self.vocabulary = grammars, vocabulary
+    def __init__(self, grammars: list, batch: list[str], vocabulary: TokenTexts, budget: int):
+        self.grammars, self.vocabulary, self.budget = grammars, vocabulary, budget
         # A prompt may open the model turn itself (`...<start_of_turn>model\n<tool_call>\n`): the grammar starts
         # after that text, and a row whose opening text is no call's start decodes freely (state None).
         self.states = [g.feed(FREE, text.rsplit(MODEL_TURN, 1)[-1]) if MODEL_TURN in text else FREE
                        for g, text in zip(grammars, batch)]
         self.out = [[] for _ in batch]
         self.done, self.changed = [False] * len(batch), [0] * len(batch)
+        self.closing = [[] for _ in batch]  # token ids of a closing being written (`_closing`)
 
     def all_done(self) -> bool:
         return all(self.done)
@@ -142,8 +144,8 @@ class _Rows:
                 self.states[r] = token_allowed(self.grammars[r], self.states[r], self.vocabulary.texts[t])
 
     def pick(self, greedy, logits):
-        """The next token of each row (the greedy one unless the grammar refuses it), recorded; and whether every
-        row has ended."""
+        """The next token of each row (the greedy one unless the grammar refuses it, or the call must close to fit
+        the budget), recorded; and whether every row has ended."""
         import numpy as np
 
         token = np.array(greedy, dtype=np.int32)
@@ -151,15 +153,46 @@ class _Rows:
             grammar, state = self.grammars[r], self.states[r]
             if self.done[r] or state is None or not grammar.in_call(state):
                 continue  # outside a call every token is allowed; a row the grammar lost decodes freely
-            if _allowed(grammar, state, int(token[r]), self.vocabulary):
-                continue
-            pick = next((t for t in _by_logit(logits[r]) if _allowed(grammar, state, t, self.vocabulary)), None)
-            if pick is None:
-                self.states[r] = None  # nothing fits (a name outside the vocabulary): the row goes on freely
-            else:
-                token[r], self.changed[r] = pick, self.changed[r] + 1
+            choice = self._closing(r) if self.closing[r] else None
+            if choice is None:
+                choice = token[r]
+                if not _allowed(grammar, state, int(choice), self.vocabulary):
+                    choice = next((t for t in _by_logit(logits[r]) if _allowed(grammar, state, t, self.vocabulary)),
+                                  None)
+                    if choice is None:
+                        self.states[r] = None  # nothing fits (a name outside the vocabulary): the row goes on freely
+                        continue
+                if not self._leaves_room(r, int(choice)):
+                    self.closing[r] = self.vocabulary.encode(grammar.closing(state) or "")
+                    closing = self._closing(r) if self.closing[r] else None
+                    choice = choice if closing is None else closing
+            self.changed[r] += int(choice != token[r])
+            token[r] = choice
         self.record(token)
         return token, np.bool_(self.all_done())
+
+    # The budget: a row inside a call always keeps room for the call's shortest closing (`CallGrammar.closing`)
+    # and one token to end its turn. When the token it would write next leaves less, it writes that closing
+    # instead. Without it a row caught in a value (a string the model never closes, an array of one number
+    # repeated) ran out of tokens inside the call: no call, and no end of turn. Whether to end the turn after the
+    # call stays the model's.
+
+    def _leaves_room(self, r: int, token: int) -> bool:
+        after = token_allowed(self.grammars[r], self.states[r], self.vocabulary.texts[token])
+        if after is None or not self.grammars[r].in_call(after):
+            return True
+        text = self.grammars[r].closing(after)
+        left = self.budget - len(self.out[r]) - 1  # after this token
+        return text is None or len(self.vocabulary.encode(text)) + 1 <= left
+
+    def _closing(self, r: int) -> int | None:
+        """The next token of the closing row `r` is writing, or None (and the closing dropped) where the grammar
+        reads that token otherwise."""
+        token = self.closing[r].pop(0)
+        if not _allowed(self.grammars[r], self.states[r], token, self.vocabulary):
+            self.closing[r] = []
+            return None
+        return token
 
 
 def _allowed(grammar: CallGrammar, state: tuple, token: int, vocabulary: TokenTexts) -> bool:

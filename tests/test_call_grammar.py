@@ -78,6 +78,25 @@ def test_what_the_tools_cannot_take_is_refused(text):
     assert not accepts(text)
 
 
+def test_closing_completes_every_prefix_of_a_call():
+    """From anywhere inside a call, `closing` is a shortest way out: the turn then holds a call that parses, to the
+    same tool, with every required parameter."""
+    grammar = CallGrammar(TOOLS)
+    args = {"term": "sl\u00e9ep", "filter": {"year": 2020}, "authors": ["a", "b"], "ratio": -1.5e-3, "full": True,
+            "sort": "asc", "extra": {"k": [None]}}
+    for text in (call(args), call(args, style="pretty"), call({"x": 3, "y": 2.5}, "math.hypot"), call({}, "no-args")):
+        for cut in range(text.index("<tool_call>") + len("<tool_call>"), text.index("</tool_call>")):
+            state = grammar.feed(FREE, text[:cut])
+            closed = text[:cut] + grammar.closing(state)
+            assert not grammar.in_call(grammar.feed(FREE, closed)), closed
+            turn = parse_model_turn(closed)
+            assert turn.format_valid and len(turn.calls) == 1, closed
+            name = turn.calls[0].name
+            if name == "pubmed-search":
+                assert "term" in turn.calls[0].arguments, closed
+    assert grammar.closing(FREE) == ""
+
+
 def test_tokens_inside_and_outside_a_call():
     grammar = CallGrammar(TOOLS)
     inside = grammar.feed(FREE, CALL_OPEN + '{"name":"pubmed-search","args":{"term":"')
@@ -103,8 +122,9 @@ def test_constrained_decoding_is_greedy_where_no_call_opens(tiny_base):
 
 
 def test_constrained_decoding_writes_a_call_from_an_opened_turn(tiny_base):
-    """A prompt that opens the call itself: whatever tiny-random prefers, what it writes is a prefix of a call
-    to an offered tool with typed arguments, and the grammar had to step in."""
+    """A prompt that opens the call itself: whatever tiny-random prefers, it writes a whole call to an offered tool
+    with typed arguments within the budget (the grammar closes the call when the tokens left need it), and the
+    grammar had to step in."""
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = [render_prompt(TOOLS, q, "compact")[len("<bos>"):] + CALL_OPEN for q in ("Find sleep papers.", "Go")]
@@ -113,7 +133,5 @@ def test_constrained_decoding_writes_a_call_from_an_opened_turn(tiny_base):
     grammar = CallGrammar(TOOLS)
     for text, stopped, n in zip(outputs, ended, changed):
         state = grammar.feed(FREE, CALL_OPEN + text)
-        assert state is not None and n > 0
-        assert text.startswith('{"name":')
-        if stopped:  # a turn can only end outside a call: then the call parses
-            assert parse_model_turn(CALL_OPEN + text).format_valid
+        assert state is not None and not grammar.in_call(state) and n > 0
+        assert text.startswith('{"name":') and parse_model_turn(CALL_OPEN + text).format_valid
