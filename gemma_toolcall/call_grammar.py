@@ -19,6 +19,8 @@ Outside a call block nothing is constrained: the model decides whether to call a
 
 It cannot make a value right, only well-typed: which parameter a stated value belongs to is still the model's
 choice. JSON whitespace is one optional space where `json.dumps` writes one (after `:` and `,`), none elsewhere.
+`closing` gives the shortest text that closes a call from any state, which decoding writes when the token budget
+has room for nothing more.
 
 The automaton is character-level over the decoded text, so it does not depend on how the tokenizer splits the tags
 or the JSON. A state is an immutable stack of frames (tuples), so trying a candidate token costs no copy.
