@@ -13,8 +13,10 @@ Outside a call block nothing is constrained: the model decides whether to call a
 - an argument's name is one of the tool's parameters, each at most once, and the object closes only once every
   required parameter is there;
 - a value has its parameter's JSON type (`string`, `integer`, `number`/`float`, `boolean`, `array`/`tuple`,
-  `object`/`dict`, `null`, or a list of them), one of its `enum` values when it has them, and is any JSON value where
-  the schema says nothing checkable (`any`, `anyOf`, no `type`);
+  `object`/`dict`, `null`, or a list of them), one of its `enum` values when it has them, one of its `anyOf`/`oneOf`
+  alternatives when it has those (how pydantic writes `Optional[str]`: `{"anyOf": [{"type": "string"},
+  {"type": "null"}]}`, common among MCP servers), and is any JSON value where the schema says nothing checkable
+  (`any`, no `type`);
 - nested objects with `properties` follow the same rules; arrays follow their `items`.
 
 It cannot make a value right, only well-typed: which parameter a stated value belongs to is still the model's
@@ -43,10 +45,23 @@ FREE = (("free", ""),)  # the state at the start of a model turn
 _CLOSING_LIMIT = 4096  # characters: a closing longer than this is a schema that nests required objects without end
 
 
+def _alternatives(schema) -> list | None:
+    """The alternatives of an `anyOf`/`oneOf` schema that has no `type` or `enum` of its own; None for any other."""
+    if not isinstance(schema, dict) or "type" in schema or "enum" in schema:
+        return None
+    alternatives = schema.get("anyOf", schema.get("oneOf"))
+    ok = isinstance(alternatives, list) and alternatives and all(isinstance(a, dict) for a in alternatives)
+    return alternatives if ok else None
+
+
 def value_types(schema) -> frozenset | None:
     """The JSON types a schema allows, None for any value."""
     if not isinstance(schema, dict):
         return None
+    alternatives = _alternatives(schema)
+    if alternatives is not None:
+        types = [value_types(a) for a in alternatives]
+        return None if None in types else frozenset().union(*types)
     declared = schema.get("type")
     if declared is None and isinstance(schema.get("properties"), dict):
         return frozenset({"object"})
@@ -187,6 +202,12 @@ class CallGrammar:
             return self._closing_char(rest) if frame[1] in ("zero", "int", "frac", "exp") else "0"
         if kind == "value":
             schema = frame[1]
+            alternatives = _alternatives(schema)
+            if alternatives is not None and value_types(schema) is not None:
+                firsts = [self._closing_char(rest + (("value", a),)) for a in alternatives]
+                shortest_first = '0"[{tn'  # the order of the shortest values below: 0, "", [], {}, true, null
+                return min((c for c in firsts if c), key=lambda c: (c not in shortest_first, shortest_first.find(c)),
+                           default=None)
             if isinstance(schema, dict) and isinstance(schema.get("enum"), list) and schema["enum"]:
                 return min((_json(v) for v in schema["enum"]), key=len)[0]
             types = value_types(schema)
@@ -231,6 +252,15 @@ class CallGrammar:
         return None
 
     def _value(self, rest: tuple, schema, ch: str) -> tuple | None:
+        alternatives = _alternatives(schema)
+        if alternatives is not None and value_types(schema) is not None:
+            # the first alternative that takes `ch`, those that allow a fraction first, so that `[integer, number]`
+            # takes 1.5 (the types value_types cannot check made the whole schema any value)
+            for alternative in sorted(alternatives, key=lambda a: "number" not in value_types(a)):
+                after = self._value(rest, alternative, ch)
+                if after is not None:
+                    return after
+            return None
         if isinstance(schema, dict) and isinstance(schema.get("enum"), list) and schema["enum"]:
             texts = tuple(_json(v) for v in schema["enum"])
             return self._char(rest + (("enum", texts, ""),), ch)

@@ -429,15 +429,20 @@ def described_action(tool: Tool) -> tuple[str, bool]:
     return phrase, is_verb
 
 
-def clause(rng: random.Random, tool: Tool, params: tuple[Param, ...], args: dict) -> str:
+def clause(rng: random.Random, tool: Tool, params: tuple[Param, ...], args: dict) -> tuple[str, dict]:
+    """The request for `tool` with `args`, and `args` in the order the request states them: the order its call
+    writes them, so that a model reads the values off the request left to right instead of looking each one up."""
     stated = [p for p in params if p.name in args]
     kinds = Counter(p.kind for p in stated)
-    said = [state(rng, p, args[p.name], named=kinds[p.kind] > 1 or rng.random() < NAMED_SHARE) for p in stated]
+    said = [(p.name, state(rng, p, args[p.name], named=kinds[p.kind] > 1 or rng.random() < NAMED_SHARE))
+            for p in stated]
     rng.shuffle(said)
+    in_order = {name: args[name] for name, _ in said} | args  # (args the params cannot state stay, at the end)
     if not said:
-        return intent(rng, tool)
-    listed = said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
-    return f"{intent(rng, tool)} {listed}"
+        return intent(rng, tool), in_order
+    phrases = [phrase for _, phrase in said]
+    listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return f"{intent(rng, tool)} {listed}", in_order
 
 
 def question(rng: random.Random, tool_clauses: list[str], label: str, parallel: bool | None = None) -> str:

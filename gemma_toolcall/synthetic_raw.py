@@ -136,7 +136,8 @@ def draw_question(seed: int, i: int, cat: sft.Catalogue) -> Question:
             if len(asked) == max(1, min(plan.n_targets, 2)):
                 break
         asked = asked or [rng.choice(cat.askable)[1]]
-        clauses = [phrasing.clause(rng, t, cat.params[t], phrasing.draw_arguments(rng, cat.params[t])) for t in asked]
+        clauses = [phrasing.clause(rng, t, cat.params[t], phrasing.draw_arguments(rng, cat.params[t]))[0]
+                   for t in asked]
         helper = rng.choice(available)
         return Question(plan, tuple(available), target_tools,
                         (Turn(phrasing.question(rng, clauses, asked[0].label), ()),), scores,
@@ -147,10 +148,10 @@ def draw_question(seed: int, i: int, cat: sft.Catalogue) -> Question:
             follow_up = rng.randrange(len(sft.FOLLOW_UPS))
             turns.append(Turn(sft.FOLLOW_UPS[follow_up][0], (), follow_up))
             continue
-        args = [phrasing.draw_arguments(rng, cat.params[t]) for t in calls]
+        drawn = [phrasing.draw_arguments(rng, cat.params[t]) for t in calls]
         parallel = len(calls) > 1 and rng.random() < phrasing.PARALLEL_SHARE
-        ask = phrasing.question(rng, [phrasing.clause(rng, t, cat.params[t], a) for t, a in zip(calls, args)],
-                                calls[0].label, parallel)
+        clauses, args = zip(*(phrasing.clause(rng, t, cat.params[t], a) for t, a in zip(calls, drawn)))
+        ask = phrasing.question(rng, list(clauses), calls[0].label, parallel)
         if rng.random() < 0.05:
             ask = rng.choice(sft.NON_ENGLISH).format(q=ask)
         turns.append(Turn(ask, tuple(zip(calls, args)), parallel=parallel))

@@ -227,8 +227,8 @@ def task_messages(rng: random.Random, cat: Catalogue, calls: list[Tool]) -> list
     if not calls:
         follow_up, reply = rng.choice(FOLLOW_UPS)
         return [{"role": "user", "content": follow_up}, {"role": "assistant", "content": reply}]
-    args = [phrasing.draw_arguments(rng, cat.params[t]) for t in calls]
-    clauses = [phrasing.clause(rng, t, cat.params[t], a) for t, a in zip(calls, args)]
+    drawn = [phrasing.draw_arguments(rng, cat.params[t]) for t in calls]
+    clauses, args = zip(*(phrasing.clause(rng, t, cat.params[t], a) for t, a in zip(calls, drawn)))
     parallel = len(calls) > 1 and rng.random() < phrasing.PARALLEL_SHARE
     ask = phrasing.question(rng, clauses, calls[0].label, parallel)
     if rng.random() < 0.05:
@@ -236,7 +236,7 @@ def task_messages(rng: random.Random, cat: Catalogue, calls: list[Tool]) -> list
     msgs = [{"role": "user", "content": ask}]
     if rng.random() < 0.6:
         msgs.append({"role": "assistant", "content": phrasing.preamble(rng, phrasing.intent(rng, calls[0]))})
-    responses = [phrasing.respond(rng, t, a) for t, a in zip(calls, args)]
+    responses = [phrasing.respond(rng, t, a) for t, a in zip(calls, drawn)]  # read in schema order
     if parallel:  # as the request's wording says (phrasing.question)
         msgs += [call_message(t, a) for t, a in zip(calls, args)]
         msgs += [{"role": "tool_response", "content": r.content} for r in responses]
@@ -260,7 +260,8 @@ def irrelevant_messages(rng: random.Random, cat: Catalogue, available: list[Tool
         if len(asked) == n_asks:
             break
     asked = asked or [rng.choice(cat.askable)[1]]
-    clauses = [phrasing.clause(rng, t, cat.params[t], phrasing.draw_arguments(rng, cat.params[t])) for t in asked]
+    clauses = [phrasing.clause(rng, t, cat.params[t], phrasing.draw_arguments(rng, cat.params[t]))[0]
+               for t in asked]
     helper = rng.choice(available)
     reply = phrasing.refusal(rng, phrasing.intent(rng, asked[0]), helper.label, phrasing.intent(rng, helper))
     return [{"role": "user", "content": phrasing.question(rng, clauses, asked[0].label)},

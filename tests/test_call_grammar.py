@@ -78,13 +78,35 @@ def test_what_the_tools_cannot_take_is_refused(text):
     assert not accepts(text)
 
 
+OPTIONAL = [{"name": "search", "parameters": {"type": "object", "required": ["since"], "properties": {
+    "since": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},  # pydantic's Optional[str]
+    "ids": {"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "null"}]},
+    "ratio": {"oneOf": [{"type": "integer"}, {"type": "number"}]},
+    "mode": {"anyOf": [{"type": "string", "enum": ["fast", "full"]}, {"type": "boolean"}]},
+    "free": {"anyOf": [{"type": "string"}, {}]}}}}]  # an alternative that says nothing: any value
+
+
+@pytest.mark.parametrize("args, ok", [
+    ({"since": "2025-01-02"}, True), ({"since": None}, True), ({"since": 20250102}, False),
+    ({"since": "x", "ids": [1, 2]}, True), ({"since": "x", "ids": None}, True), ({"since": "x", "ids": ["1"]}, False),
+    ({"since": "x", "ratio": 1.5}, True), ({"since": "x", "ratio": 2}, True), ({"since": "x", "ratio": "2"}, False),
+    ({"since": "x", "mode": "full"}, True), ({"since": "x", "mode": False}, True), ({"since": "x", "mode": "up"}, False),
+    ({"since": "x", "free": 3}, True), ({"since": "x", "free": ["a"]}, True),
+])
+def test_any_of_alternatives_type_a_value(args, ok):
+    assert accepts(call(args, "search"), OPTIONAL) is ok
+
+
 def test_closing_completes_every_prefix_of_a_call():
     """From anywhere inside a call, `closing` is a shortest way out: the turn then holds a call that parses, to the
     same tool, with every required parameter."""
     grammar = CallGrammar(TOOLS)
     args = {"term": "sl\u00e9ep", "filter": {"year": 2020}, "authors": ["a", "b"], "ratio": -1.5e-3, "full": True,
             "sort": "asc", "extra": {"k": [None]}}
-    for text in (call(args), call(args, style="pretty"), call({"x": 3, "y": 2.5}, "math.hypot"), call({}, "no-args")):
+    cases = [(TOOLS, call(args)), (TOOLS, call(args, style="pretty")), (TOOLS, call({"x": 3, "y": 2.5}, "math.hypot")),
+             (TOOLS, call({}, "no-args")), (OPTIONAL, call({"ids": [1], "mode": "full", "since": "x"}, "search"))]
+    for tools, text in cases:
+        grammar = CallGrammar(tools)
         for cut in range(text.index("<tool_call>") + len("<tool_call>"), text.index("</tool_call>")):
             state = grammar.feed(FREE, text[:cut])
             closed = text[:cut] + grammar.closing(state)
@@ -92,8 +114,8 @@ def test_closing_completes_every_prefix_of_a_call():
             turn = parse_model_turn(closed)
             assert turn.format_valid and len(turn.calls) == 1, closed
             name = turn.calls[0].name
-            if name == "pubmed-search":
-                assert "term" in turn.calls[0].arguments, closed
+            required = {"pubmed-search": "term", "search": "since"}.get(name)
+            assert required is None or required in turn.calls[0].arguments, closed
     assert grammar.closing(FREE) == ""
 
 

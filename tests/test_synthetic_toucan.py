@@ -228,7 +228,33 @@ def test_a_kind_stated_twice_in_a_request_names_its_parameters():
         rng = random.Random(seed)
         args = {"address": "Lyon", "tokenAddress": "Edinburgh"}
         twin = [phrasing.Param(p.name, "city", p.type, p.words, True) for p in params[:2]]
-        text = phrasing.clause(rng, tool, tuple(twin), args)
+        text, _ = phrasing.clause(rng, tool, tuple(twin), args)
         assert "address Lyon" in text or "address is Lyon" in text or "address: Lyon" in text or \
             "Lyon as the address" in text or "address set to Lyon" in text, text
         assert "token address" in text, text
+
+
+def test_a_call_writes_its_arguments_in_the_order_its_request_states_them():
+    """The stand-in's calls list their arguments as the request says them, so a model copies values left to right:
+    across rows, each call's values appear in its request in the call's order (checked where they are written
+    verbatim and once), and the order is not the schema's."""
+    checked, unlike_schema = 0, 0
+    for row in synthetic_toucan.generate(600, 3):
+        try:
+            conv = toucan.parse_row(row)
+        except toucan.MalformedRow:
+            continue
+        ask = conv.turns[0].text
+        model = next((t for t in conv.turns if t.role == "model" and t.calls), None)
+        if model is None or len(model.calls) != 1 or len(model.calls[0].arguments) < 2:
+            continue
+        args = model.calls[0].arguments
+        values = [v for v in args.values() if isinstance(v, str)]
+        if len(values) < 2 or any(ask.count(v) != 1 or any(v in w for w in values if w != v) for v in values):
+            continue
+        positions = [ask.index(v) for v in values]
+        assert positions == sorted(positions), (ask, args)
+        checked += 1
+        schema = next(t for t in conv.tools if t["name"] == model.calls[0].name)["parameters"]["properties"]
+        unlike_schema += [k for k in schema if k in args] != list(args)
+    assert checked > 20 and unlike_schema > checked // 3, (checked, unlike_schema)
