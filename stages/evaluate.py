@@ -65,9 +65,10 @@ def bfcl_cases(root: Path, p: EvaluateParams, style: str) -> list[dict]:
     cases = []
     for category in p.categories:
         for q in bfcl.load(root, category, p.category_limit(category) or None):
-            prompt = render_prompt(bfcl.tools(q), bfcl.user_text(q), style, bfcl.system_text(q))
+            tools = bfcl.tools(q)
+            prompt = render_prompt(tools, bfcl.user_text(q), style, bfcl.system_text(q))
             cases.append({"source": "bfcl", "category": category, "id": q["id"], "prompt": prompt, "question": q,
-                          "tools": bfcl.tools(q)})
+                          "tools": tools})
     return cases
 
 
