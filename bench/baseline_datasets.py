@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gemma_toolcall import toucan
+from gemma_toolcall.dataset import toucan
 from gemma_toolcall.chat_format import render_conversation
 
 _USER = re.compile(toucan.USER_ROLE)
@@ -67,7 +67,7 @@ def analyze_rows(ds) -> dict:
 
 
 def filter_rows(ds, max_used: int, max_available: int, validation_fraction: float, seed: int) -> dict[str, list]:
-    from gemma_toolcall.dedup import in_seeded_share
+    from gemma_toolcall.dataset.dedup import in_seeded_share
 
     kept = {"train": [], "validation": []}
     for idx in range(len(ds)):

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from bench import baseline_datasets  # noqa: E402
 from stages import analyze, download, filter as filter_stage, render  # noqa: E402
+from gemma_toolcall.params import load_section  # noqa: E402
 
 
 def main() -> None:
@@ -27,16 +28,16 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        download.run(download.DownloadParams(rows=args.rows, seed=args.seed), tmp / "raw")
+        download.run(load_section("download", download.DownloadParams, rows=args.rows, seed=args.seed), tmp / "raw")
 
         t0 = time.perf_counter()
         analyze.run(tmp / "raw", tmp / "analysis")
         t1 = time.perf_counter()
         # The baseline splits by uuid; so does this comparison.
-        metrics = filter_stage.run(filter_stage.FilterParams(validation_by="uuid"), tmp / "raw", tmp / "filtered",
+        metrics = filter_stage.run(load_section("filter", filter_stage.FilterParams, validation_by="uuid"), tmp / "raw", tmp / "filtered",
                                    tmp / "data.json")
         t2 = time.perf_counter()
-        render.run(render.RenderParams(), tmp / "filtered", tmp / "formatted", tmp / "render.json")
+        render.run(load_section("render", render.RenderParams), tmp / "filtered", tmp / "formatted", tmp / "render.json")
         t3 = time.perf_counter()
         ours = {"analyze": t1 - t0, "filter": t2 - t1, "render": t3 - t2}
 

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gemma_toolcall import model as gemma, training  # noqa: E402
+from gemma_toolcall.params import load_section  # noqa: E402
 
 
 def main(argv=None) -> list[dict]:
@@ -32,9 +33,9 @@ def main(argv=None) -> list[dict]:
     tok = gemma.Tokenizer(a.base / "tokenizer.model")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        download.run(download.DownloadParams(rows=a.rows, seed=0), tmp / "raw")
-        filter_stage.run(filter_stage.FilterParams(), tmp / "raw", tmp / "filtered", tmp / "data.json")
-        render.run(render.RenderParams(), tmp / "filtered", tmp / "formatted", tmp / "render.json")
+        download.run(load_section("download", download.DownloadParams, rows=a.rows, seed=0), tmp / "raw")
+        filter_stage.run(load_section("filter", filter_stage.FilterParams), tmp / "raw", tmp / "filtered", tmp / "data.json")
+        render.run(load_section("render", render.RenderParams), tmp / "filtered", tmp / "formatted", tmp / "render.json")
         examples = [training.tokenize_example(tok, r["text"], r["model_spans"])
                     for path in sorted((tmp / "formatted").glob("train-*.parquet"))
                     for r in pq.read_table(path, columns=["text", "model_spans"]).to_pylist()]

@@ -31,7 +31,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gemma_toolcall import synthetic_raw, toucan_raw  # noqa: E402
+from gemma_toolcall.dataset import toucan_raw  # noqa: E402
+from gemma_toolcall.standin import raw as standin_raw  # noqa: E402
 
 TOKENIZER = ROOT / "models" / "base" / "tokenizer.model"  # `dvc repro base_model` makes it
 STAGES = {  # stage -> (command after `python`, as in dvc.yaml, the folder it writes, the folder it reads)
@@ -116,7 +117,7 @@ def run_stage(stage: str, cwd: Path, log: Path) -> dict:
 
 def pool_for(rows: int, configs: list[str]) -> int:
     """The question pool (download.rows) that gives about `rows` rows over `configs`."""
-    per_question = sum(1.0 if c == "SFT" else synthetic_raw.SHARE[c] for c in configs)
+    per_question = sum(1.0 if c == "SFT" else standin_raw.SHARE[c] for c in configs)
     return max(1, round(rows / per_question))
 
 

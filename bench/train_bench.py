@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gemma_toolcall import model as gemma, training  # noqa: E402
+from gemma_toolcall.params import load_section  # noqa: E402
 
 SYSTEMS = ("ours", "tunix-default", "hf-peft")
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
@@ -65,9 +66,9 @@ def prepare_data(base: Path, rows: int, work: Path) -> Path:
 
     from stages import download, filter as filter_stage, render
 
-    download.run(download.DownloadParams(rows=rows, seed=0), work / "raw")
-    filter_stage.run(filter_stage.FilterParams(), work / "raw", work / "filtered", work / "data.json")
-    render.run(render.RenderParams(), work / "filtered", work / "formatted", work / "render.json")
+    download.run(load_section("download", download.DownloadParams, rows=rows, seed=0), work / "raw")
+    filter_stage.run(load_section("filter", filter_stage.FilterParams), work / "raw", work / "filtered", work / "data.json")
+    render.run(load_section("render", render.RenderParams), work / "filtered", work / "formatted", work / "render.json")
     tok = gemma.Tokenizer(base / "tokenizer.model")
     ids, masks, lengths = [], [], []
     for path in sorted((work / "formatted").glob("train-*.parquet")):
@@ -168,8 +169,8 @@ def run_jax(system: str, a) -> dict:
                   peak_bytes=stats.get("peak_bytes_in_use") or peak_rss_bytes(), step_scratch_bytes=scratch)
 
 
-# SIMD features that decide a CPU's matmul speed: the same step ran ~3.4x slower on an AVX2-only 2-core EPYC than on
-# the machine of quality runs 5-11 (README, quality run), so a CPU result names its CPU.
+# SIMD features that decide a CPU's matmul speed: the same step runs several times slower on an AVX2-only CPU than on
+# one with AVX-512, so a CPU result names its CPU.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 

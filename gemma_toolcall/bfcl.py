@@ -15,7 +15,7 @@ import types
 import zipfile
 from pathlib import Path
 
-from gemma_toolcall.toucan import ToolCall
+from gemma_toolcall.dataset.toucan import ToolCall
 
 VERSION = "2026.3.23"
 LANGUAGE_HINT = " Note that the provided function is in Python 3 syntax."  # what BFCL's own prompting appends

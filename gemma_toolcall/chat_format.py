@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gemma_toolcall.toucan import Conversation, MalformedRow, ToolCall, Turn, loads_value
+from gemma_toolcall.dataset.toucan import Conversation, MalformedRow, ToolCall, Turn, loads_value
 
 BOS = "<bos>"
 START = "<start_of_turn>"

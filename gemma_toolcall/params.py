@@ -1,4 +1,5 @@
 """Typed access to one section of `params.yaml`: each stage declares a frozen dataclass and reads only its section.
+The dataclasses declare keys and types, never values: params.yaml is the one place defaults live.
 
 A wrong key, type or value stops the stage with a message that names the key and says what to set instead.
 """
@@ -20,11 +21,12 @@ class ConfigError(SystemExit):
         super().__init__(f"params.yaml: {message}")
 
 
-def load_section(section: str, cls, path: Path = PARAMS_FILE):
+def load_section(section: str, cls, path: Path = PARAMS_FILE, **overrides):
+    """The section as `cls`; `overrides` replace keys of it (what a test or a script changes)."""
     if not Path(path).exists():
         raise ConfigError(f"{path} not found; run from the project root")
     data = yaml.safe_load(Path(path).read_text()) or {}
-    return from_dict(section, cls, data.get(section) or {})
+    return from_dict(section, cls, {**(data.get(section) or {}), **overrides})
 
 
 def from_dict(section: str, cls, values: dict):
@@ -32,6 +34,9 @@ def from_dict(section: str, cls, values: dict):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"unknown key(s) {[f'{section}.{k}' for k in unknown]}; known: {sorted(fields)}")
+    missing = [name for name in fields if name not in values]
+    if missing:  # params.yaml is the one place defaults live
+        raise ConfigError(f"missing key(s) {[f'{section}.{k}' for k in missing]}; copy them from recipes/smoke.yaml")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gemma_toolcall import toucan, toucan_raw
+from gemma_toolcall.dataset import toucan, toucan_raw
 from gemma_toolcall.progress import Progress
 
 PHASE1_TARGET_CUTOFFS = (1, 2, 3)

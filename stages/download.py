@@ -20,7 +20,8 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gemma_toolcall import synthetic_raw, synthetic_toucan, toucan, toucan_raw
+from gemma_toolcall.dataset import toucan, toucan_raw
+from gemma_toolcall.standin import raw as standin_raw, sft as standin_sft
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.hub import hf_token
 from gemma_toolcall.params import load_section
@@ -36,13 +37,13 @@ OFFLINE_HINT = ("Offline? Set `download.source: synthetic` (an embedded Toucan-s
 
 @dataclass(frozen=True)
 class DownloadParams:
-    source: Literal["synthetic", "huggingface", "local"] = "synthetic"
-    config: str | list = "SFT"  # one of toucan_raw.CONFIGS, or a list of them
-    rows: int = 2000
-    seed: int = 0
-    repo_id: str = "Agent-Ark/Toucan-1.5M"
-    revision: str = "0df3cf37f2abefb380370cfb02eabea2a35ae782"
-    local_dir: str = ""
+    source: Literal["synthetic", "huggingface", "local"]
+    config: str | list  # one of toucan_raw.CONFIGS, or a list of them
+    rows: int
+    seed: int
+    repo_id: str
+    revision: str
+    local_dir: str
 
     @property
     def configs(self) -> tuple[str, ...]:
@@ -110,10 +111,10 @@ def convert_row_group(config: str, spill_dir: str, group: toucan.RowGroup) -> tu
     return toucan.spill(pa.concat_tables(tables) if tables else toucan_raw.SCHEMA.empty_table(), spill_dir), dropped
 
 
-def synthetic_raw_table(spill_dir: str, chunk: synthetic_raw.Chunk) -> tuple[str, dict]:
+def synthetic_raw_table(spill_dir: str, chunk: standin_raw.Chunk) -> tuple[str, dict]:
     """One chunk of stand-in raw rows (in a worker), converted like downloaded ones, spilled."""
     dropped = toucan_raw.drop_counts()
-    raw = pa.Table.from_pylist(synthetic_raw.chunk_rows(chunk), schema=toucan_raw.RAW_SCHEMA)
+    raw = pa.Table.from_pylist(standin_raw.chunk_rows(chunk), schema=toucan_raw.RAW_SCHEMA)
     tables = [toucan_raw.convert_batch(b, chunk.config, dropped) for b in raw.to_batches(max_chunksize=CONVERT_BATCH)]
     return toucan.spill(pa.concat_tables(tables) if tables else toucan_raw.SCHEMA.empty_table(), spill_dir), dropped
 
@@ -149,17 +150,17 @@ def convert_shards(shards: list[Path], config: str, out: Path) -> dict:
                            f"convert {config}", sum(g.num_rows for ts in tasks for g in ts))
 
 
-def synthetic_table(spill_dir: str, chunk: synthetic_toucan.Chunk) -> str:
+def synthetic_table(spill_dir: str, chunk: standin_sft.Chunk) -> str:
     """One chunk of stand-in rows (in a worker), spilled to an Arrow file."""
-    return toucan.spill(pa.Table.from_pylist(synthetic_toucan.chunk_rows(chunk), schema=toucan.SCHEMA), spill_dir)
+    return toucan.spill(pa.Table.from_pylist(standin_sft.chunk_rows(chunk), schema=toucan.SCHEMA), spill_dir)
 
 
-def write_synthetic(p: DownloadParams, out: Path, shards: int = synthetic_toucan.SHARDS) -> dict:
+def write_synthetic(p: DownloadParams, out: Path, shards: int = standin_sft.SHARDS) -> dict:
     """Chunks are generated in parallel, each from its own seed, and written in order: the shards are byte-identical
     whatever the number of workers."""
     out.mkdir(parents=True)
     bounds = [p.rows * i // shards for i in range(shards + 1)]
-    chunks = synthetic_toucan.plan_chunks(p.rows, p.seed)
+    chunks = standin_sft.plan_chunks(p.rows, p.seed)
     writers = [pq.ParquetWriter(out / f"train-{i:05d}-of-{shards:05d}.parquet", toucan.SCHEMA,
                                 **toucan.PARQUET_OPTIONS) for i in range(shards)]
     try:
@@ -181,7 +182,7 @@ def write_synthetic(p: DownloadParams, out: Path, shards: int = synthetic_toucan
 def write_synthetic_raw(p: DownloadParams, config: str, out: Path) -> dict:
     """A raw config's stand-in, in its real shard names: `rows` questions, of which the config answers its share."""
     names = [Path(n).name for n in toucan_raw.shard_names(config)]
-    chunks = synthetic_raw.plan_chunks(config, p.rows, p.seed, len(names))
+    chunks = standin_raw.plan_chunks(config, p.rows, p.seed, len(names))
     return write_converted(names, chunks, synthetic_raw_table, out, f"synthetic {config}", p.rows)
 
 

@@ -15,13 +15,15 @@ numbers; metrics/eval_samples.jsonl every output with its parsed calls, verdict 
 
 The base model runs as its own stage (`--model base`, stage `evaluate_base`: metrics/eval_base.json and
 metrics/eval_base_samples.jsonl), since its outputs depend on the prompts and the decoding, never on training: a
-`dvc exp run -S lora.rank=8` reruns only the tuned model (in the quality profile, 28 of the 47 minutes of
-evaluation are the base model's).
+`dvc exp run -S lora.rank=8` reruns only the tuned model (the base model's half of the evaluation is reused).
+The tuned stage also writes metrics/failures.md: every failed output of both models sorted by what went wrong
+(`gemma_toolcall.failures`), the first thing to read after a run.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,24 +31,25 @@ from typing import Union
 
 import pyarrow.parquet as pq
 
-from gemma_toolcall import bfcl, model as gemma, sampling, toucan
+from gemma_toolcall import bfcl, failures, model as gemma
+from gemma_toolcall.dataset import toucan
+from gemma_toolcall.decoding import sampling
 from gemma_toolcall.chat_format import BOS, parse_model_turn, render_prompt
 from gemma_toolcall.params import load_section, value
 from gemma_toolcall.progress import Progress
 
-CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    categories: tuple = CATEGORIES
+    categories: tuple
     # Questions per BFCL category (0: all), or {category: n} for each of `categories`; small so a CPU run stays short.
-    limit: Union[int, dict] = 2
-    heldout_limit: int = 8  # validation rows (0: all)
-    max_new_tokens: int = 128
-    batch_size: int = 4
+    limit: Union[int, dict]
+    heldout_limit: int  # validation rows (0: all)
+    max_new_tokens: int
+    batch_size: int
     # Decode calls under the offered tools' schemas (`call_grammar`): names, argument names and JSON types.
-    constrained: bool = False
+    constrained: bool
 
     def validate(self):
         limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
@@ -85,15 +88,57 @@ def heldout_cases(validation: Path, p: EvaluateParams, style: str) -> tuple[list
             continue
         first_model = next(t for t in conv.turns if t.role == "model")  # parse_row refuses rows without one
         prompt = render_prompt(conv.tools, conv.turns[0].text, style, conv.system)
+        expected = [asdict(c) for c in first_model.calls]
         cases.append({"source": "heldout", "category": row["subset_name"], "id": row["uuid"], "prompt": prompt,
-                      "tools": conv.tools, "expected": [asdict(c) for c in first_model.calls]})
+                      "tools": conv.tools, "expected": expected, "kinds": row_kinds(conv, expected)})
     return cases, skipped
+
+
+RUNAWAY_DIGITS = 12  # a value with more digits than this is a number that never ended, not one a question states
+_LONG_DIGITS = re.compile(r"\d{%d,}" % (RUNAWAY_DIGITS + 1))
+
+
+def runaway_value(output: str, calls: list[dict]) -> bool:
+    """Whether a call holds a number past RUNAWAY_DIGITS digits (`"days": 3000000…` for "3 days"); in an output
+    whose calls do not parse, any such run of digits inside a call block."""
+    def runs_away(v) -> bool:
+        if isinstance(v, dict):
+            return any(runs_away(x) for x in v.values())
+        if isinstance(v, list):
+            return any(runs_away(x) for x in v)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) >= 10 ** RUNAWAY_DIGITS
+    if any(runs_away(c["arguments"]) for c in calls):
+        return True
+    return "<tool_call>" in output and bool(_LONG_DIGITS.search(output.split("<tool_call>", 1)[1])) and not calls
+
+
+def row_kinds(conv: toucan.Conversation, expected: list[dict]) -> list[str]:
+    """What a held-out row asks of the model, read from its own first turn (so real rows get kinds too): calls to
+    one tool several times or to several tools, and values that are more than a word copied from the question."""
+    names = [c["name"] for c in expected]
+    kinds = []
+    if len(names) > 1:
+        kinds.append("parallel_same_tool" if len(set(names)) == 1 else "parallel_different_tools")
+    question = conv.turns[0].text
+    required = {t.get("name"): set((t.get("parameters") or {}).get("required") or ()) for t in conv.tools
+                if isinstance(t, dict)}
+    values = [(c["name"], k, v) for c in expected for k, v in c["arguments"].items()]
+    if any(isinstance(v, (dict, list)) for _, _, v in values):
+        kinds.append("nested_value")
+    strings = [v for _, _, v in values if isinstance(v, str)]
+    if any("," in v or len(v.split()) >= 3 for v in strings):
+        kinds.append("multi_part_value")
+    if any(v not in question for v in strings):
+        kinds.append("reformatted_value")
+    if any(k not in required.get(name, set()) for name, k, _ in values):
+        kinds.append("optional_stated")
+    return kinds
 
 
 def judge(case: dict, output: str, scorer: bfcl.Scorer) -> dict:
     parsed = parse_model_turn(output)
     calls = [asdict(c) for c in parsed.calls]
-    verdict = {"format_valid": parsed.format_valid, "calls": calls}
+    verdict = {"format_valid": parsed.format_valid, "calls": calls, "runaway_value": runaway_value(output, calls)}
     if case["source"] == "bfcl":
         if parsed.format_valid:
             passed, reason = scorer(case["category"], case["question"], parsed.calls)
@@ -108,7 +153,7 @@ def judge(case: dict, output: str, scorer: bfcl.Scorer) -> dict:
         ("unparseable: " + "; ".join(parsed.errors)) if not parsed.format_valid else \
         f"expected {[c['name'] for c in expected]}, got {[c['name'] for c in calls]}"
     return {**verdict, "passed": exact, "name_match": names, "reason": reason, "needs_call": bool(expected),
-            **argument_counts(expected, calls if parsed.format_valid else [])}
+            "kinds": case["kinds"], **argument_counts(expected, calls if parsed.format_valid else [])}
 
 
 def argument_counts(expected: list[dict], calls: list[dict]) -> dict:
@@ -139,21 +184,31 @@ def summarize(results: list[dict]) -> dict:
     call = [r for r in held if r["needs_call"]]
     no_call = [r for r in held if not r["needs_call"]]
     expected_args = sum(r["arguments_expected"] for r in call)
+    by_kind = {}
+    for kind in sorted({k for r in held for k in r["kinds"]}):
+        rows = [r for r in held if kind in r["kinds"]]
+        by_kind[kind] = {"n": len(rows), "exact_match" if rows[0]["needs_call"] else "no_call_accuracy":
+                         rate(r["passed"] if r["needs_call"] else r["format_valid"] and not r["calls"] for r in rows)}
     return {
         "bfcl": {c: {"accuracy": rate(v), "n": len(v)} for c, v in by_category.items()},
         "format_valid": rate(r["format_valid"] for r in results),
         # Outputs that stopped on <end_of_turn> or <eos> before max_new_tokens.
         "ended_turn": rate(r["ended_turn"] for r in results),
+        # Outputs with a number that never ended (RUNAWAY_DIGITS): a decoding failure, whatever the question.
+        "runaway_values": sum(r["runaway_value"] for r in results),
         "n": len(results),
         "heldout": {
             "call_rows": {"n": len(call), "name_match": rate(r["name_match"] for r in call),
                           "exact_match": rate(r["passed"] for r in call),
+                          # A text answer where a call is needed: the model turned down a tool that fits.
+                          "false_refusals": rate(r["format_valid"] and not r["calls"] for r in call),
                           "argument_accuracy": round(sum(r["arguments_right"] for r in call) / expected_args, 4)
                           if expected_args else None},
             # A broken attempt at a call (unparseable) is no correct "no call".
             "no_call_rows": {"n": len(no_call),
                              "no_call_accuracy": rate(r["format_valid"] and not r["calls"] for r in no_call)},
-            "parse_rate": rate(r["format_valid"] for r in held)},
+            "parse_rate": rate(r["format_valid"] for r in held),
+            "by_kind": by_kind},  # row_kinds: a row may count under several
     }
 
 
@@ -164,7 +219,7 @@ def summary(metrics: dict) -> dict:
                 "heldout_call_exact": m["heldout"]["call_rows"]["exact_match"],
                 "heldout_call_name": m["heldout"]["call_rows"]["name_match"],
                 "heldout_no_call": m["heldout"]["no_call_rows"]["no_call_accuracy"],
-                "ended_turn": m["ended_turn"]}
+                "ended_turn": m["ended_turn"], "runaway_values": m["runaway_values"]}
     return {name: short(metrics[name]) for name in ("base", "tuned")}
 
 
@@ -210,8 +265,10 @@ def run_base(p: EvaluateParams, style: str, base_dir: Path, bfcl_dir: Path, vali
 
 
 def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir: Path, validation: Path,
-        base_metrics: Path, base_samples: Path, metrics_path: Path, samples_path: Path) -> dict:
-    """Base + LoRA, beside the base model's results of `run_base` (which must be for these very cases)."""
+        base_metrics: Path, base_samples: Path, metrics_path: Path, samples_path: Path,
+        failures_path: Path | None = None) -> dict:
+    """Base + LoRA, beside the base model's results of `run_base` (which must be for these very cases); with
+    `failures_path`, every failed output of both sorted by what went wrong (`gemma_toolcall.failures`)."""
     cases, skipped = cases_for(p, style, bfcl_dir, validation)
     base_rows = [json.loads(line) for line in open(base_samples, encoding="utf-8")]
     if [(r["source"], r["category"], r["id"]) for r in base_rows] != [(c["source"], c["category"], c["id"])
@@ -226,6 +283,8 @@ def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir:
                "base": json.loads(base_metrics.read_text())["base"], "tuned": tuned_metrics}
     metrics = {"summary": summary(metrics), **metrics}
     write(metrics_path, metrics, samples_path, base_rows + tuned_rows)
+    if failures_path:
+        failures_path.write_text(failures.report(base_rows + tuned_rows, validation, bfcl_dir))
     return metrics
 
 
@@ -249,13 +308,14 @@ def main(argv=None) -> None:
     ap.add_argument("--base-samples", type=Path, default=Path("metrics/eval_base_samples.jsonl"))
     ap.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     ap.add_argument("--samples", type=Path, default=Path("metrics/eval_samples.jsonl"))
+    ap.add_argument("--failures", type=Path, default=Path("metrics/failures.md"))
     args = ap.parse_args(argv)
     p, style = load_section("evaluate", EvaluateParams), value("render.json_style")
     if args.model == "base":
         run_base(p, style, args.base, args.bfcl, args.validation, args.base_metrics, args.base_samples)
     else:
         run(p, style, args.base, args.lora, args.bfcl, args.validation, args.base_metrics, args.base_samples,
-            args.metrics, args.samples)
+            args.metrics, args.samples, args.failures)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
 - models/export/merged/: base + LoRA folded into the weights, token rows written into the (tied) embedding,
   float32 (a bf16 merge would round most of a small LoRA update away), in Hugging Face layout, loadable by
   transformers and by tunix.
+
+merged/ and peft/ also hold the tokenizer (tokenizer.model, tokenizer_config.json) with the chat template of the
+training format (`gemma_toolcall.chat_template`, in the training data's JSON style), also as chat_template.jinja:
+transformers' `apply_chat_template(messages, tools=...)` then writes the prompts training saw.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from safetensors.numpy import save_file
 
 from gemma_toolcall import model as gemma
 from gemma_toolcall.artifacts import building
+from gemma_toolcall.chat_format import JSON_STYLES
+from gemma_toolcall.chat_template import chat_template
 
 PEFT_TOKEN_ROWS = "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"
 PEFT_TARGETS = {"q_einsum": ["q_proj"], "kv_einsum": ["k_proj", "v_proj"], "attn_vec_einsum": ["o_proj"],
@@ -84,12 +90,34 @@ def write_merged(pairs: dict, token_rows, meta: dict, base_dir: Path, out: Path)
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     config = json.loads((base_dir / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**config, "torch_dtype": "float32"}, indent=2) + "\n")
-    for name in ("tokenizer.model", "NOTICE", "GEMMA_TERMS.html"):
+    for name in ("NOTICE", "GEMMA_TERMS.html"):  # the tokenizer: write_tokenizer
         if (base_dir / name).exists():
             shutil.copyfile(base_dir / name, out / name)
     (out / "README.md").write_text(f"Gemma 3 with a LoRA adapter (rank {meta['rank']}, alpha {meta['alpha']}) merged "
                                    "into its weights by gemma-toolcall's export stage: modified Gemma weights, "
                                    "subject to the Gemma Terms of Use (NOTICE).\n")
+
+
+def write_tokenizer(base_dir: Path, out: Path, json_style: str) -> None:
+    """tokenizer.model, and a tokenizer_config.json that names its class (peft/ has no config.json to infer it
+    from) and its special tokens, with the chat template; the template also as chat_template.jinja, the file
+    transformers 5 reads first."""
+    shutil.copyfile(base_dir / "tokenizer.model", out / "tokenizer.model")
+    sp = gemma.Tokenizer(base_dir / "tokenizer.model").sp
+    template = chat_template(json_style)
+    config = {
+        "tokenizer_class": "GemmaTokenizer",
+        **{f"{kind}_token": sp.id_to_piece(i) for kind, i in
+           (("bos", gemma.BOS), ("eos", gemma.EOS), ("pad", gemma.PAD), ("unk", gemma.UNK))},
+        # transformers' Gemma tokenizer adds a `<mask>` of its own where the vocabulary has none (the tiny one),
+        # an id past the embedding.
+        "mask_token": "<mask>" if sp.piece_to_id("<mask>") != sp.unk_id() else None,
+        # The template writes `<bos>` itself, as the rendered training text does: tokenizing that text must not
+        # add a second one.
+        "add_bos_token": False, "add_eos_token": False,
+        "chat_template": template}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    (out / "chat_template.jinja").write_text(template)
 
 
 def load_bf16_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -99,7 +127,7 @@ def load_bf16_safetensors(path: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in load_jax(str(path)).items()}
 
 
-def run(lora_dir: Path, base_dir: Path, out: Path) -> None:
+def run(lora_dir: Path, base_dir: Path, out: Path, json_style: str = "pretty") -> None:
     meta, adapter = gemma.read_adapter(lora_dir, base_dir)
     pairs = gemma.hf_lora_pairs(adapter, json.loads((base_dir / "config.json").read_text()))
     token_rows = adapter.get(gemma.TOKEN_ROWS)
@@ -107,6 +135,8 @@ def run(lora_dir: Path, base_dir: Path, out: Path) -> None:
         write_npy(adapter, tmp / "npy")
         write_peft(pairs, token_rows, meta, base_dir, tmp / "peft")
         write_merged(pairs, token_rows, meta, base_dir, tmp / "merged")
+        for form in ("peft", "merged"):
+            write_tokenizer(base_dir, tmp / form, json_style)
 
 
 def main(argv=None) -> None:
@@ -114,8 +144,10 @@ def main(argv=None) -> None:
     ap.add_argument("--lora", type=Path, default=Path("models/lora"))
     ap.add_argument("--base", type=Path, default=Path("models/base"))
     ap.add_argument("--out", type=Path, default=Path("models/export"))
+    ap.add_argument("--json-style", choices=JSON_STYLES, default="pretty",
+                    help="the chat template's JSON style: render.json_style of the training data")
     args = ap.parse_args(argv)
-    run(args.lora, args.base, args.out)
+    run(args.lora, args.base, args.out, args.json_style)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import argparse
 import functools
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gemma_toolcall import dedup, mcp_catalogue, toucan, toucan_raw
+from gemma_toolcall.dataset import dedup, mcp_catalogue, toucan, toucan_raw
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.chat_format import check_free_text
 from gemma_toolcall.params import load_section
@@ -39,13 +39,13 @@ RANK = ("response_overall_score", "desired_tools_used_percentage")  # "highest-r
 
 @dataclass(frozen=True)
 class FilterParams:
-    max_tools_used: int = 2
-    max_tools_available: int = 3
-    validation_fraction: float = 0.05
-    validation_by: Literal["server", "uuid"] = "server"
-    seed: int = 0
-    min_scores: dict = field(default_factory=dict)  # score column (toucan_raw.SCORES) -> minimum; null scores pass
-    duplicates: Literal["keep", "best"] = "keep"
+    max_tools_used: int
+    max_tools_available: int
+    validation_fraction: float
+    validation_by: Literal["server", "uuid"]
+    seed: int
+    min_scores: dict  # score column (toucan_raw.SCORES) -> minimum; null scores pass
+    duplicates: Literal["keep", "best"]
 
     def validate(self):
         if self.max_tools_used < 0 or self.max_tools_available < 0:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gemma_toolcall import toucan
+from gemma_toolcall.dataset import toucan
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall.params import load_section
@@ -34,10 +34,10 @@ SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class RenderParams:
-    json_style: Literal["pretty", "compact"] = "pretty"
-    tool_order: Literal["given", "shuffled"] = "shuffled"
-    call_text: Literal["keep", "drop"] = "keep"
-    rows_per_shard: int = 20000
+    json_style: Literal["pretty", "compact"]
+    tool_order: Literal["given", "shuffled"]
+    call_text: Literal["keep", "drop"]
+    rows_per_shard: int
 
     def validate(self):
         if self.rows_per_shard < 1:

@@ -30,7 +30,8 @@ from typing import Literal, Sequence, Union
 import numpy as np
 import pyarrow.parquet as pq
 
-from gemma_toolcall import dedup, model as gemma, training
+from gemma_toolcall import model as gemma, training
+from gemma_toolcall.dataset import dedup
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.chat_format import parse_model_turn
 from gemma_toolcall.params import load_section
@@ -41,13 +42,13 @@ TRAIN_LOG_COLUMNS = ("step", "loss", "learning_rate", "grad_norm", "tokens_per_s
 
 @dataclass(frozen=True)
 class LoraParams:
-    rank: int = 16
-    alpha: float = 32.0
-    targets: tuple = gemma.LORA_TARGETS
+    rank: int
+    alpha: float
+    targets: tuple
     # Embedding rows trained with the LoRA (tied input/output, float32): `auto` = the format's tokens whose rows
     # pretraining never updated, `none`, or a list of token ids or pieces.
-    train_tokens: Union[str, tuple] = "auto"
-    train_tokens_lr_scale: float = 10.0  # the rows' learning rate, in multiples of train.learning_rate
+    train_tokens: Union[str, tuple]
+    train_tokens_lr_scale: float  # the rows' learning rate, in multiples of train.learning_rate
 
     def validate(self):
         if self.rank < 1:
@@ -67,37 +68,37 @@ class LoraParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    learning_rate: float = 5e-4
-    warmup_steps: int = 5
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    batch_size: int = 2
-    grad_accum_steps: int = 1
-    max_seq_len: int = 1024
-    packing: bool = True
-    overlong: Literal["drop", "truncate"] = "truncate"
-    max_steps: int = 20  # 0: as many as `epochs` passes over the data give
-    epochs: int = 1
-    eval_every_n_steps: int = 10
-    eval_batches: int = 4
-    checkpoint_every_n_steps: int = 10
+    learning_rate: float
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    batch_size: int
+    grad_accum_steps: int
+    max_seq_len: int
+    packing: bool
+    overlong: Literal["drop", "truncate"]
+    max_steps: int  # 0: as many as `epochs` passes over the data give
+    epochs: int
+    eval_every_n_steps: int
+    eval_batches: int
+    checkpoint_every_n_steps: int
     # Loss weight of the first token of the first model turn, where the model decides whether to call a tool.
-    decision_weight: int = 1
+    decision_weight: int
     # Loss weight of the token after each call argument's value, where the model decides whether to state another
-    # argument or close the call: a missing argument is the commonest failure of the quality runs.
-    argument_weight: int = 1
+    # argument or close the call: a small model most often stops a call one argument short.
+    argument_weight: int
     # first: each example ends with its first model turn (the call, or the answer when no tool fits), so a step
     # holds more of them; the tool responses and the turns after them are not trained on.
-    model_turns: Literal["all", "first"] = "all"
+    model_turns: Literal["all", "first"]
     # Share of the training examples that need no call (their first model turn calls no tool) kept, picked by a
     # seeded hash of the row's uuid: below 1, more of each step goes to calls. Validation keeps them all, so its
     # loss compares across values.
-    no_call_keep: float = 1.0
-    seed: int = 0
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    fsdp: int = 1
-    tp: int = 1
-    wandb: bool = False  # also needs WANDB_API_KEY and `pip install -e .[wandb]`
+    no_call_keep: float
+    seed: int
+    dtype: Literal["float32", "bfloat16"]
+    fsdp: int
+    tp: int
+    wandb: bool  # also needs WANDB_API_KEY and `pip install -e .[wandb]`
 
     def validate(self):
         for name in ("batch_size", "grad_accum_steps", "max_seq_len", "epochs", "eval_every_n_steps",

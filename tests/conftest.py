@@ -15,8 +15,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gemma_toolcall.chat_format import render_conversation  # noqa: E402
-from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn  # noqa: E402
+from gemma_toolcall.dataset.toucan import Conversation, ToolCall, ToolResult, Turn  # noqa: E402
+from gemma_toolcall.params import load_section  # noqa: E402
+
 REFERENCE = ROOT / "tests" / "reference"
+
+
+def stage_params(section: str, cls, **overrides):
+    """A stage's params as the project's params.yaml sets them (the one place defaults live), with `overrides`."""
+    return load_section(section, cls, ROOT / "params.yaml", **overrides)
+
+
+def write_params(folder: Path, **sections: dict) -> Path:
+    """`folder`/params.yaml: the project's params.yaml with the given sections' keys replaced."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section] = {**params[section], **values}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return folder
 
 
 def run_stage(module: str, cwd: Path, *args: str, env: dict | None = None, check: bool = True):
@@ -62,7 +81,7 @@ def tiny_base(tmp_path_factory) -> Path:
     from stages import base_model
 
     out = tmp_path_factory.mktemp("tiny") / "base"
-    base_model.run(base_model.ModelParams(source="tiny-random"), out)
+    base_model.run(stage_params("model", base_model.ModelParams, source="tiny-random"), out)
     return out
 
 
@@ -72,7 +91,7 @@ def raw_small(tmp_path_factory) -> Path:
     from stages import download
 
     out = tmp_path_factory.mktemp("raw") / "raw"
-    download.run(download.DownloadParams(rows=1500, seed=7), out)
+    download.run(stage_params("download", download.DownloadParams, rows=1500, seed=7), out)
     return out
 
 

@@ -3,7 +3,7 @@ import pytest
 
 from gemma_toolcall import bfcl
 from gemma_toolcall.chat_format import parse_model_turn, render_model_turn, render_prompt
-from gemma_toolcall.toucan import ToolCall
+from gemma_toolcall.dataset.toucan import ToolCall
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,13 @@ not; and decoding under it on tiny-random (where it binds nowhere: tunix's greed
 import jax.numpy as jnp
 import pytest
 
-from gemma_toolcall import model as gemma, sampling, synthetic_toucan, toucan
-from gemma_toolcall.call_grammar import FREE, CallGrammar, token_allowed
+from gemma_toolcall import model as gemma
+from gemma_toolcall.dataset import toucan
+from gemma_toolcall.decoding import sampling
+from gemma_toolcall.standin import sft as standin_sft
+from gemma_toolcall.decoding.call_grammar import FREE, CallGrammar, token_allowed
 from gemma_toolcall.chat_format import CALL_OPEN, parse_model_turn, render_model_turn, render_prompt
-from gemma_toolcall.toucan import ToolCall
+from gemma_toolcall.dataset.toucan import ToolCall
 
 TOOLS = [
     {"name": "pubmed-search", "parameters": {"type": "object", "required": ["term"], "properties": {
@@ -34,7 +37,7 @@ def call(args: dict, name: str = "pubmed-search", style: str = "compact") -> str
 
 def test_every_rendered_call_of_the_stand_in_passes():
     n = 0
-    for row in synthetic_toucan.generate(300, 5):
+    for row in standin_sft.generate(300, 5):
         try:
             conv = toucan.parse_row(row)
         except toucan.MalformedRow:  # the stand-in's deliberately bad rows
@@ -157,3 +160,52 @@ def test_constrained_decoding_writes_a_call_from_an_opened_turn(tiny_base):
         state = grammar.feed(FREE, CALL_OPEN + text)
         assert state is not None and not grammar.in_call(state) and n > 0
         assert text.startswith('{"name":') and parse_model_turn(CALL_OPEN + text).format_valid
+
+
+class ScriptedVocabulary:
+    """A vocabulary of whole pieces, for driving the host side of constrained decoding with chosen logits."""
+
+    def __init__(self, pieces):
+        self.texts = [None, None, *pieces] + [f"zz{i}" for i in range(100)]  # 0: <eos>, 1: <end_of_turn>
+        self.stops = frozenset({0, 1})
+
+    def id(self, piece):
+        return self.texts.index(piece)
+
+    def encode(self, text):
+        return [2] * len(text)  # only its length is read: the budget below is never short
+
+
+UNITS = [{"name": "plan", "parameters": {"type": "object", "properties": {
+    "max_cost": {"type": "number"}, "days": {"type": "integer"}}, "required": ["max_cost"]}}]
+
+
+def decode_preferring(vocabulary, wants):
+    """Greedy decoding of one row under UNITS' grammar where, at each step, the model most wants `wants[text so
+    far's ending]` (the longest matching ending), then a digit `0`, then every other piece in vocabulary order."""
+    import numpy as np
+
+    rows = sampling._Rows([CallGrammar(UNITS)], ["<start_of_turn>model\n"], vocabulary, 64)
+    text = ""
+    while not rows.all_done() and len(rows.out[0]) < 40:
+        logits = np.zeros(len(vocabulary.texts), np.float32)
+        logits[vocabulary.id("0")] = 1.0
+        logits[vocabulary.id(wants[max((k for k in wants if text.endswith(k)), key=len)])] = 2.0
+        rows.pick(np.array([int(logits.argmax())]), logits[None])
+        text = "".join(vocabulary.texts[t] or "" for t in rows.out[0])
+    return text
+
+
+OPEN = '<tool_call>\n{"name": "plan", "args": {"max_cost": '
+
+
+@pytest.mark.parametrize("unit", [" dollars", "$", " days"])
+def test_a_number_ends_where_the_model_wants_a_unit(unit):
+    """"$50" and "3 days": the model wants the unit after the number, which the grammar refuses. The number then
+    ends (the call goes on with `,` or `}`) instead of taking the next most likely digit, again and again."""
+    v = ScriptedVocabulary([OPEN, "5", "0", "3", "$", " dollars", " days", ', "days": ', "}}", "\n</tool_call>"])
+    wants = {"": OPEN, OPEN: "5", OPEN + "5": "0", OPEN + "50": unit, "50,": ', "days": ', '"days": ': "3",
+             '"days": 3': unit, "}": "}}", "}}": "\n</tool_call>", "</tool_call>": "}}"}
+    out = decode_preferring(v, wants)
+    (call,) = parse_model_turn(out).calls
+    assert call.arguments["max_cost"] == 50 and call.arguments.get("days", 3) == 3, out

@@ -4,10 +4,11 @@ import re
 
 import pytest
 
-from gemma_toolcall import synthetic_toucan, toucan
+from gemma_toolcall.dataset import toucan
+from gemma_toolcall.standin import sft as standin_sft
 from gemma_toolcall.chat_format import (RESERVED_TAG, argument_ends, parse_model_turn, render_conversation,
                                          render_model_turn, render_prompt)
-from gemma_toolcall.toucan import Conversation, ToolCall, ToolResult, Turn
+from gemma_toolcall.dataset.toucan import Conversation, ToolCall, ToolResult, Turn
 
 TOOLS = [{"name": "weather-server-get_forecast", "description": "Forecast.",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
@@ -68,7 +69,7 @@ def test_round_trip_calls(style):
 def test_round_trip_on_stand_in_rows():
     """Every model turn of every rendered stand-in row parses back to the calls it was rendered from."""
     checked = 0
-    for row in synthetic_toucan.generate(400, 1):
+    for row in standin_sft.generate(400, 1):
         try:
             conv = toucan.parse_row(row)
         except toucan.MalformedRow:

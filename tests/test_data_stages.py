@@ -7,10 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench import baseline_datasets
-from gemma_toolcall import toucan
+from gemma_toolcall.dataset import toucan
 from gemma_toolcall.chat_format import parse_model_turn
 from gemma_toolcall.params import ConfigError, from_dict
 from stages import analyze, filter as filter_stage, render
+from conftest import stage_params
 
 
 def read_csv(path):
@@ -31,7 +32,7 @@ def test_analyze_matches_brute_force(raw_small, tmp_path):
 
 
 def test_filter_counts_every_row_and_keeps_only_eligible(raw_small, tmp_path):
-    p = filter_stage.FilterParams(validation_by="uuid")  # the baseline below splits by uuid
+    p = stage_params("filter", filter_stage.FilterParams, validation_by="uuid")  # the baseline below splits by uuid
     m = filter_stage.run(p, raw_small, tmp_path / "filtered", tmp_path / "data.json")
     assert json.loads((tmp_path / "data.json").read_text()) == m
     dropped = m["dropped"]
@@ -54,7 +55,7 @@ def test_filter_counts_every_row_and_keeps_only_eligible(raw_small, tmp_path):
 
 
 def test_split_side_depends_only_on_uuid(raw_small, tmp_path):
-    p = filter_stage.FilterParams()
+    p = stage_params("filter", filter_stage.FilterParams)
     filter_stage.run(p, raw_small, tmp_path / "a", tmp_path / "a.json")
     val = set(pq.read_table(tmp_path / "a" / "validation.parquet").column("uuid").to_pylist())
     # Drop half the raw rows: every surviving row stays on its side.
@@ -78,14 +79,14 @@ def test_filter_survives_a_shard_of_garbage(tmp_path):
             {**dict.fromkeys(toucan.COLUMNS, ""), "messages": "[]", "tools": "[]"},
             {**dict.fromkeys(toucan.COLUMNS, "x"), "messages": '"just a string"', "tools": "[]"}]
     pq.write_table(pa.Table.from_pylist(rows, schema=toucan.SCHEMA), raw / "train-00000-of-00001.parquet")
-    m = filter_stage.run(filter_stage.FilterParams(), tmp_path / "raw", tmp_path / "out", tmp_path / "m.json")
+    m = filter_stage.run(stage_params("filter", filter_stage.FilterParams), tmp_path / "raw", tmp_path / "out", tmp_path / "m.json")
     assert m["kept"] == 0 and m["dropped"]["malformed"]["total"] == 4
     assert m["dropped"]["malformed"]["missing_value"] == 1
 
 
 def test_render_shards_text_and_spans(raw_small, tmp_path):
-    filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / "filtered", tmp_path / "data.json")
-    m = render.run(render.RenderParams(rows_per_shard=100), tmp_path / "filtered", tmp_path / "fmt", tmp_path / "r.json")
+    filter_stage.run(stage_params("filter", filter_stage.FilterParams), raw_small, tmp_path / "filtered", tmp_path / "data.json")
+    m = render.run(stage_params("render", render.RenderParams, rows_per_shard=100), tmp_path / "filtered", tmp_path / "fmt", tmp_path / "r.json")
     shards = sorted(p.name for p in (tmp_path / "fmt").glob("train-*.parquet"))
     n = m["train"]["shards"]
     assert n == -(-m["train"]["rows"] // 100) and shards == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
@@ -101,11 +102,11 @@ def test_render_shards_text_and_spans(raw_small, tmp_path):
 
 
 def test_render_tool_order_and_call_text(raw_small, tmp_path):
-    filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / "filtered", tmp_path / "data.json")
+    filter_stage.run(stage_params("filter", filter_stage.FilterParams), raw_small, tmp_path / "filtered", tmp_path / "data.json")
     rows = {}
     for order, call_text in (("given", "keep"), ("shuffled", "drop")):
         out = tmp_path / order
-        render.run(render.RenderParams(tool_order=order, call_text=call_text), tmp_path / "filtered", out,
+        render.run(stage_params("render", render.RenderParams, tool_order=order, call_text=call_text), tmp_path / "filtered", out,
                    tmp_path / f"{order}.json")
         rows[order] = pq.read_table(sorted(out.glob("train-*.parquet"))[0]).to_pylist()
     filtered = [[t["name"] for t in toucan.parse_row(r).tools]
@@ -147,8 +148,8 @@ def test_render_tool_order_and_call_text(raw_small, tmp_path):
 def test_outputs_are_deterministic(raw_small, tmp_path):
     digests = []
     for name in ("a", "b"):
-        filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / name / "f", tmp_path / name / "m.json")
-        render.run(render.RenderParams(), tmp_path / name / "f", tmp_path / name / "r", tmp_path / name / "r.json")
+        filter_stage.run(stage_params("filter", filter_stage.FilterParams), raw_small, tmp_path / name / "f", tmp_path / name / "m.json")
+        render.run(stage_params("render", render.RenderParams), tmp_path / name / "f", tmp_path / name / "r", tmp_path / name / "r.json")
         digests.append([p.read_bytes() for p in sorted((tmp_path / name).rglob("*.parquet"))])
     assert digests[0] == digests[1]
 
@@ -160,24 +161,24 @@ def test_outputs_are_deterministic(raw_small, tmp_path):
 ])
 def test_bad_params_say_what_to_fix(values, message):
     with pytest.raises(ConfigError) as e:
-        from_dict("filter", filter_stage.FilterParams, values)
+        stage_params("filter", filter_stage.FilterParams, **values)
     assert message in str(e.value)
 
 
 def test_bad_literal_param():
     with pytest.raises(ConfigError, match="render.json_style must be one of"):
-        from_dict("render", render.RenderParams, {"json_style": "indent"})
+        stage_params("render", render.RenderParams, **{"json_style": "indent"})
 
 
 def test_validation_by_server_holds_out_whole_servers(raw_small, tmp_path):
     """No server offers tools on both sides; rows spanning both sides are counted, not kept."""
-    from gemma_toolcall import mcp_catalogue
+    from gemma_toolcall.dataset import mcp_catalogue
 
     slugs_of = {}  # a full tool name -> the slugs it can belong to (in the catalogue)
     for tools in mcp_catalogue.load():
         for t in tools:
             slugs_of.setdefault(t.name, set()).add(t.slug)
-    p = filter_stage.FilterParams(validation_fraction=0.2)
+    p = stage_params("filter", filter_stage.FilterParams, validation_fraction=0.2)
     m = filter_stage.run(p, raw_small, tmp_path / "f", tmp_path / "m.json")
     servers = {}
     for side in ("train", "validation"):

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import HubStandIn, run_stage, serve_hub
-from gemma_toolcall import synthetic_raw, toucan, toucan_raw
+from conftest import HubStandIn, run_stage, serve_hub, stage_params, write_params
+from gemma_toolcall.dataset import toucan, toucan_raw
+from gemma_toolcall.standin import raw as standin_raw
 from gemma_toolcall.params import ConfigError, from_dict
 from stages.download import DownloadParams, REAL_SHARDS
 
@@ -27,9 +28,7 @@ def hub(raw_small):
 
 
 def project(tmp_path: Path, **download) -> Path:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"download": download}))
-    return tmp_path
+    return write_params(tmp_path, download=download)
 
 
 def test_huggingface_source_downloads_the_pinned_shards(hub, raw_small, tmp_path):
@@ -78,16 +77,16 @@ def test_config_errors_are_messages_not_tracebacks(tmp_path):
 
 def test_params_defaults_are_the_documented_ones():
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["download"]
-    assert params["source"] == "synthetic" and params["revision"] == DownloadParams().revision == REVISION
+    assert params["source"] == "synthetic" and params["revision"] == stage_params("download", DownloadParams).revision == REVISION
     assert toucan.CONFIG == "SFT"
 
 
 def raw_shards(config: str, folder, questions: int = 120) -> dict:
     """A raw config's real shard names in `folder`, holding stand-in raw rows (unconverted, RAW_SCHEMA)."""
     names = toucan_raw.shard_names(config)
-    chunks = synthetic_raw.plan_chunks(config, questions, 3, len(names))
+    chunks = standin_raw.plan_chunks(config, questions, 3, len(names))
     for name, shard_chunks in zip(names, chunks):
-        rows = [r for c in shard_chunks for r in synthetic_raw.chunk_rows(c)]
+        rows = [r for c in shard_chunks for r in standin_raw.chunk_rows(c)]
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=toucan_raw.RAW_SCHEMA), folder / name)
     return {name: folder / name for name in names}
@@ -165,10 +164,10 @@ def test_local_source_converts_a_raw_config_and_counts_drops(tmp_path):
 ])
 def test_bad_config_says_what_to_set(config, message):
     with pytest.raises(ConfigError) as e:
-        from_dict("download", DownloadParams, {"config": config})
+        stage_params("download", DownloadParams, **{"config": config})
     assert message in str(e.value)
 
 
 def test_configs_are_read_in_one_order():
-    assert DownloadParams(config=["Qwen3", "SFT", "OSS"]).configs == ("SFT", "OSS", "Qwen3")
-    assert DownloadParams().configs == ("SFT",)
+    assert stage_params("download", DownloadParams, config=["Qwen3", "SFT", "OSS"]).configs == ("SFT", "OSS", "Qwen3")
+    assert stage_params("download", DownloadParams).configs == ("SFT",)

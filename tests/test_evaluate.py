@@ -1,17 +1,27 @@
 """The evaluate stage end to end on tiny-random, and the sampler it uses against plain greedy decoding."""
 import json
-import sys
 
 import jax.numpy as jnp
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT
-from gemma_toolcall import bfcl, model as gemma, sampling
+from conftest import stage_params
+from gemma_toolcall import bfcl, model as gemma
+from gemma_toolcall.decoding import sampling
 from stages import evaluate, filter as filter_stage, train
 
-sys.path.insert(0, str(ROOT / "bench"))
-from sampler_check import plain_greedy  # noqa: E402
+
+def plain_greedy(model, tok, prompt: str, steps: int) -> str:
+    """Greedy decoding by full forward passes, no KV cache, no batching: what the sampler must reproduce."""
+    ids = [gemma.BOS] + tok.encode(prompt)
+    start = len(ids)
+    for _ in range(steps):
+        n = len(ids)
+        logits, _ = model(jnp.array([ids]), jnp.arange(n)[None], None, jnp.tril(jnp.ones((1, n, n), bool)))
+        ids.append(int(logits[0, -1].argmax()))
+        if ids[-1] in (gemma.EOS, tok.end_of_turn):
+            return tok.decode(ids[start:-1])
+    return tok.decode(ids[start:])
 
 
 def test_sampler_decodes_what_the_model_predicts(tiny_base):
@@ -26,33 +36,36 @@ def test_sampler_decodes_what_the_model_predicts(tiny_base):
 
 
 def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
-    train.run(train.LoraParams(rank=4, alpha=8), train.TrainParams(max_steps=2, eval_batches=0, eval_every_n_steps=100),
+    train.run(stage_params("lora", train.LoraParams, rank=4, alpha=8), stage_params("train", train.TrainParams, max_steps=2, eval_batches=0, eval_every_n_steps=100),
               tiny_base, formatted, tmp_path / "ck", tmp_path / "lora", tmp_path / "m")
-    filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / "filtered", tmp_path / "data.json")
+    filter_stage.run(stage_params("filter", filter_stage.FilterParams), raw_small, tmp_path / "filtered", tmp_path / "data.json")
     bfcl.fetch(tmp_path / "bfcl")
-    p = evaluate.EvaluateParams(limit=2, heldout_limit=3, max_new_tokens=8, batch_size=4)
+    p = stage_params("evaluate", evaluate.EvaluateParams, limit=2, heldout_limit=3, max_new_tokens=8, batch_size=4)
     validation, base_json, base_samples = tmp_path / "filtered" / "validation.parquet", tmp_path / "b.json", \
         tmp_path / "b.jsonl"
     base_m = evaluate.run_base(p, "pretty", tiny_base, tmp_path / "bfcl", validation, base_json, base_samples)
     # The tuned model decodes under the call grammar (the base model's rows were free: the ids still match).
-    constrained = evaluate.EvaluateParams(limit=2, heldout_limit=3, max_new_tokens=8, batch_size=4, constrained=True)
+    constrained = stage_params("evaluate", evaluate.EvaluateParams, limit=2, heldout_limit=3, max_new_tokens=8, batch_size=4, constrained=True)
     m = evaluate.run(constrained, "pretty", tiny_base, tmp_path / "lora", tmp_path / "bfcl", validation, base_json,
-                     base_samples, tmp_path / "eval.json", tmp_path / "samples.jsonl")
+                     base_samples, tmp_path / "eval.json", tmp_path / "samples.jsonl", tmp_path / "failures.md")
+    # Every failed output of both models, sorted by kind: one table row per model and category.
+    table = (tmp_path / "failures.md").read_text()
+    assert all(f"| {name} | {c} |" in table for name in ("base", "tuned") for c in p.categories)
     assert "grammar_changed_rows" in m["tuned"] and "grammar_changed_rows" not in m["base"]
     assert json.loads((tmp_path / "eval.json").read_text()) == m and m["base"] == base_m
     # The base model's stage made its outputs for these prompts; for others, the tuned stage stops and says so.
-    other = evaluate.EvaluateParams(limit=1, heldout_limit=3, max_new_tokens=8, batch_size=4)
+    other = stage_params("evaluate", evaluate.EvaluateParams, limit=1, heldout_limit=3, max_new_tokens=8, batch_size=4)
     with pytest.raises(SystemExit, match="dvc repro evaluate_base"):
         evaluate.run(other, "pretty", tiny_base, tmp_path / "lora", tmp_path / "bfcl", validation, base_json,
                      base_samples, tmp_path / "eval2.json", tmp_path / "samples2.jsonl")
     for name in ("base", "tuned"):
-        assert set(m[name]["bfcl"]) == set(evaluate.CATEGORIES)
+        assert set(m[name]["bfcl"]) == set(p.categories)
         assert all(0.0 <= v["accuracy"] <= 1.0 and v["n"] == 2 for v in m[name]["bfcl"].values())
         held = m[name]["heldout"]
         assert held["call_rows"]["n"] + held["no_call_rows"]["n"] == 3 and 0.0 <= m[name]["format_valid"] <= 1.0
         assert held["no_call_rows"]["n"] == 0 or held["no_call_rows"]["no_call_accuracy"] == 1.0  # it calls nothing
     samples = [json.loads(line) for line in open(tmp_path / "samples.jsonl", encoding="utf-8")]
-    assert len(samples) == 2 * (2 * len(evaluate.CATEGORIES) + 3)
+    assert len(samples) == 2 * (2 * len(p.categories) + 3)
     assert all({"model", "id", "output", "calls", "passed", "reason", "ended_turn"} <= set(s) for s in samples)
     tuned_rows = [s for s in samples if s["model"] == "tuned"]
     assert m["tuned"]["grammar_changed_rows"] == sum(s["grammar_changed_tokens"] > 0 for s in tuned_rows)
@@ -86,20 +99,20 @@ def test_limit_per_category_and_its_config_errors(tmp_path):
 
     bfcl.fetch(tmp_path / "bfcl")
     limits = {"simple_python": 3, "multiple": 2, "parallel": 1, "parallel_multiple": 1, "irrelevance": 0}
-    p = from_dict("evaluate", evaluate.EvaluateParams, {"limit": limits})
+    p = stage_params("evaluate", evaluate.EvaluateParams, **{"limit": limits})
     counts = {}
     for case in evaluate.bfcl_cases(tmp_path / "bfcl", p, "compact"):
         counts[case["category"]] = counts.get(case["category"], 0) + 1
     everything = len(bfcl.load(tmp_path / "bfcl", "irrelevance"))
     assert counts == {**limits, "irrelevance": everything} and everything > 3  # 0: all of them
     with pytest.raises(ConfigError, match="name exactly the categories"):
-        from_dict("evaluate", evaluate.EvaluateParams, {"limit": {"simple_python": 3}})
+        stage_params("evaluate", evaluate.EvaluateParams, **{"limit": {"simple_python": 3}})
     with pytest.raises(ConfigError, match="int >= 0"):
-        from_dict("evaluate", evaluate.EvaluateParams, {"limit": {**limits, "parallel": -1}})
+        stage_params("evaluate", evaluate.EvaluateParams, **{"limit": {**limits, "parallel": -1}})
 
 
 def test_long_prompts_get_smaller_batches_and_short_ones_keep_theirs():
-    """16 prompts of 2,225 tokens (padded to 4,096) in one batch took the 2-core machine's 24 GB in a quality run.
+    """16 prompts of 2,225 tokens (padded to 4,096) in one batch need more memory than a 24 GB machine holds.
     Past 2,048 tokens a batch holds rows x length^2 <= 16 x 2,048^2; below, batches are what they always were."""
     lengths = [100] * 20 + [1500] * 5 + [2225] * 6 + [5000]
     plan = sampling.plan_batches(lengths, 16)
@@ -113,3 +126,38 @@ def test_long_prompts_get_smaller_batches_and_short_ones_keep_theirs():
     short = [50 + 7 * i for i in range(40)]
     assert [rows for rows, _, _ in sampling.plan_batches(short, 16)] == [
         list(range(0, 16)), list(range(16, 32)), list(range(32, 40))]
+
+
+def test_a_number_that_never_ended_is_counted_as_a_runaway_value():
+    def call(args):
+        return [{"name": "f", "arguments": args}]
+    assert evaluate.runaway_value("", call({"days": 3000000000000}))
+    assert evaluate.runaway_value("", call({"trip": {"legs": [1, 50000000000000.0]}}))
+    assert not evaluate.runaway_value("", call({"days": 3, "phone": "+4412345678901234", "big": 999999999999}))
+    # cut off inside the call: no call parses, the digits are in the call block
+    assert evaluate.runaway_value('<tool_call>\n{"name": "f", "args": {"days": 30000000000000000', [])
+    assert not evaluate.runaway_value("Call 1234567890123456 for help.", [])
+
+
+def test_heldout_rows_are_split_by_what_they_ask():
+    from gemma_toolcall.dataset.toucan import Conversation, Turn
+
+    tools = [{"name": "weather", "parameters": {"type": "object", "required": ["city"],
+                                                "properties": {"city": {"type": "string"}, "days": {}}}},
+             {"name": "time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}}]
+
+    def kinds(question, *calls):
+        conv = Conversation(tools, [Turn("user", question)])
+        return evaluate.row_kinds(conv, [{"name": n, "arguments": a} for n, a in calls])
+
+    assert kinds("Weather in Paris and Nice?", ("weather", {"city": "Paris"}), ("weather", {"city": "Nice"})) \
+        == ["parallel_same_tool"]
+    assert kinds("Weather and time in Paris?", ("weather", {"city": "Paris"}), ("time", {"zone": "Paris"})) \
+        == ["parallel_different_tools", "optional_stated"]
+    assert kinds("Weather in Berkeley, CA for 3 days", ("weather", {"city": "Berkeley, CA", "days": 3})) \
+        == ["multi_part_value", "optional_stated"]
+    assert kinds("Weather in Berkeley, California", ("weather", {"city": "Berkeley, CA"})) \
+        == ["multi_part_value", "reformatted_value"]
+    assert kinds("Weather for my trip", ("weather", {"city": "Oslo", "days": [1, 2]})) \
+        == ["nested_value", "reformatted_value", "optional_stated"]
+    assert kinds("Hello") == [] and kinds("Weather in Oslo", ("weather", {"city": "Oslo"})) == []

@@ -8,6 +8,7 @@ from safetensors.numpy import load_file
 
 from gemma_toolcall import model as gemma
 from stages import export, train
+from conftest import stage_params
 
 torch = pytest.importorskip("torch", reason="export checks need the `export` extra: pip install -e '.[export]'")
 peft = pytest.importorskip("peft", reason="export checks need the `export` extra: pip install -e '.[export]'")
@@ -19,8 +20,8 @@ TRAIN_TOKENS = ("<start_of_turn>", "<end_of_turn>", "<tool_call>")  # ids 4, 5, 
 @pytest.fixture(scope="module")
 def exported(tiny_base, formatted, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
-    train.run(train.LoraParams(rank=4, alpha=8.0, train_tokens=TRAIN_TOKENS),
-              train.TrainParams(max_seq_len=512, batch_size=2, max_steps=12, warmup_steps=1, learning_rate=2e-2,
+    train.run(stage_params("lora", train.LoraParams, rank=4, alpha=8.0, train_tokens=TRAIN_TOKENS),
+              stage_params("train", train.TrainParams, max_seq_len=512, batch_size=2, max_steps=12, warmup_steps=1, learning_rate=2e-2,
                                 eval_batches=0, eval_every_n_steps=100, checkpoint_every_n_steps=100),
               tiny_base, formatted, tmp / "ck", tmp / "lora", tmp / "metrics")
     export.run(tmp / "lora", tiny_base, tmp / "export")
@@ -123,6 +124,6 @@ def test_export_refuses_an_adapter_of_another_base(exported, tmp_path):
     from stages import base_model
 
     other = tmp_path / "other"
-    base_model.run(base_model.ModelParams(source="tiny-random", seed=1), other)
+    base_model.run(stage_params("model", base_model.ModelParams, source="tiny-random", seed=1), other)
     with pytest.raises(SystemExit, match="trained on another base model"):
         export.run(lora_dir, other, tmp_path / "out")

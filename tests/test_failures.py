@@ -1,10 +1,7 @@
-"""bench/failures.py sorts failed outputs by what went wrong, from BFCL's reasons and the expected held-out calls."""
+"""gemma_toolcall/failures.py sorts failed outputs by what went wrong, from BFCL's reasons and the expected held-out calls."""
 import sys
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
-import failures  # noqa: E402
+from gemma_toolcall import failures
 
 
 def bfcl(category, reason, calls=({"name": "f", "arguments": {}},)):
@@ -87,10 +84,11 @@ def test_tables_count_each_parts_misses_by_kind(tmp_path, monkeypatch, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gemma_toolcall import synthetic_toucan, toucan
+    from gemma_toolcall.dataset import toucan
+    from gemma_toolcall.standin import sft as standin_sft
 
     rows, calls = [], {}
-    for row in synthetic_toucan.generate(200, seed=3):
+    for row in standin_sft.generate(200, seed=3):
         try:
             first = next(t for t in toucan.parse_row(row).turns if t.role == "model")
         except toucan.MalformedRow:

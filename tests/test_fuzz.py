@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import ROOT, run_stage
-from gemma_toolcall import toucan
+from conftest import ROOT, run_stage, stage_params
+from gemma_toolcall.dataset import toucan
 from gemma_toolcall.chat_format import RESERVED_TAG, parse_model_turn, render_model_turn
 from stages import filter as filter_stage, render
 
@@ -131,7 +131,7 @@ def filter_rows(rows_in: list[dict], p: filter_stage.FilterParams) -> tuple[list
 
 @given(st.lists(rows(), min_size=1, max_size=6), st.integers(0, 4), st.sampled_from(["pretty", "compact"]))
 def test_filter_and_render_count_every_row_and_agree(batch, max_tools, style):
-    p = filter_stage.FilterParams(max_tools_available=max_tools)
+    p = stage_params("filter", filter_stage.FilterParams, max_tools_available=max_tools)
     kept, dropped = filter_rows(batch, p)  # the structural counts of select included
     toucan.target_tool_names(pa.array([r["target_tools"] for r in batch], pa.string()))  # analyze's last one
     assert len(kept) + sum(dropped.values()) == len(batch)
@@ -139,7 +139,7 @@ def test_filter_and_render_count_every_row_and_agree(batch, max_tools, style):
         conv = toucan.parse_row(row)
         assert len(conv.tools) <= max_tools and sum(t.role == "user" for t in conv.turns) == 1
     render_dropped = dict.fromkeys(toucan.MalformedRow.KINDS, 0)
-    table = render.render_rows(render.RenderParams(json_style=style), kept, render_dropped)
+    table = render.render_rows(stage_params("render", render.RenderParams, json_style=style), kept, render_dropped)
     assert table.num_rows + sum(render_dropped.values()) == len(kept)
     assert sum(render_dropped.values()) == 0  # filter and render agree on what is trainable
     for row, text, spans in zip(kept, table.column("text").to_pylist(), table.column("model_spans").to_pylist()):

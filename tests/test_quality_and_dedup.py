@@ -5,9 +5,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gemma_toolcall import dedup, toucan, toucan_raw
+from gemma_toolcall.dataset import dedup, toucan, toucan_raw
 from gemma_toolcall.params import ConfigError, from_dict
 from stages import filter as filter_stage
+from conftest import stage_params
 
 TOOLS = json.dumps([{"type": "function", "function": {"name": "w-get", "description": "Weather.", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}}}}])
@@ -66,7 +67,7 @@ def accounted(m):
 
 
 def test_keep_all_keeps_every_answer(raw, tmp_path):
-    m = filter_stage.run(filter_stage.FilterParams(), raw, tmp_path / "f", tmp_path / "m.json")
+    m = filter_stage.run(stage_params("filter", filter_stage.FilterParams), raw, tmp_path / "f", tmp_path / "m.json")
     assert m["kept"] == 12 and m["dropped"]["duplicate_question"] == 0 and m["dropped"]["low_quality"] == {"total": 0}
     assert m["rows_in_by_config"] == {"SFT": 2, "Kimi-K2": 5, "OSS": 3, "Qwen3": 2}
     table = pq.read_table(tmp_path / "f" / "train.parquet")
@@ -74,7 +75,7 @@ def test_keep_all_keeps_every_answer(raw, tmp_path):
 
 
 def test_best_keeps_the_highest_rated_answer_of_each_question(raw, tmp_path):
-    p = filter_stage.FilterParams(duplicates="best")
+    p = stage_params("filter", filter_stage.FilterParams, duplicates="best")
     m = filter_stage.run(p, raw, tmp_path / "f", tmp_path / "m.json")
     # Oslo: Qwen3 4.5 with every tool beats OSS 4.5 with half and Kimi 3.5 and the unscored SFT row; Rome: a tie on
     # both scores goes to the first config read (Kimi-K2); the irrelevant rows have no response score: the first.
@@ -84,13 +85,13 @@ def test_best_keeps_the_highest_rated_answer_of_each_question(raw, tmp_path):
 
 
 def test_quality_minimums_drop_and_count_by_score(raw, tmp_path):
-    p = filter_stage.FilterParams(min_scores={"question_quality": 4, "desired_tools_used_percentage": 1})
+    p = stage_params("filter", filter_stage.FilterParams, min_scores={"question_quality": 4, "desired_tools_used_percentage": 1})
     m = filter_stage.run(p, raw, tmp_path / "f", tmp_path / "m.json")
     assert m["dropped"]["low_quality"] == {"question_quality": 1, "desired_tools_used_percentage": 3, "total": 4}
     # unscored rows pass: SFT rows, the response side of irrelevant rows
     assert {"s-weather", "s-new", "k-irrelevant", "o-irrelevant"} <= set(kept(tmp_path / "f"))
     assert accounted(m) == m["rows_in"]
-    both = filter_stage.run(filter_stage.FilterParams(min_scores=p.min_scores, duplicates="best"), raw,
+    both = filter_stage.run(stage_params("filter", filter_stage.FilterParams, min_scores=p.min_scores, duplicates="best"), raw,
                             tmp_path / "g", tmp_path / "n.json")
     # the best of what passes: Rome's Kimi and OSS tie (OSS's own coverage is 1.0, Qwen3's 0.5 was dropped)
     assert kept(tmp_path / "g") == ["k-irrelevant", "k-tie", "q-weather", "s-new"]
@@ -98,8 +99,8 @@ def test_quality_minimums_drop_and_count_by_score(raw, tmp_path):
 
 
 def test_quality_minimums_leave_sft_alone(raw_small, tmp_path):
-    base = filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / "a", tmp_path / "a.json")
-    strict = filter_stage.run(filter_stage.FilterParams(min_scores={"question_quality": 5, "completeness": 5}),
+    base = filter_stage.run(stage_params("filter", filter_stage.FilterParams), raw_small, tmp_path / "a", tmp_path / "a.json")
+    strict = filter_stage.run(stage_params("filter", filter_stage.FilterParams, min_scores={"question_quality": 5, "completeness": 5}),
                               raw_small, tmp_path / "b", tmp_path / "b.json")
     assert strict["kept"] == base["kept"] and strict["dropped"]["low_quality"]["total"] == 0
     assert (tmp_path / "a" / "train.parquet").read_bytes() == (tmp_path / "b" / "train.parquet").read_bytes()
@@ -113,7 +114,7 @@ def test_dedup_gives_the_same_answer_on_tiny_partitions(raw_small, tmp_path, mon
     for path in toucan.shard_paths(raw_small):
         for k in range(3):
             pq.write_table(pq.read_table(path), copies / f"{k}-{path.name}")
-    p = filter_stage.FilterParams(duplicates="best")
+    p = stage_params("filter", filter_stage.FilterParams, duplicates="best")
     once = filter_stage.run(p, tmp_path / "copies", tmp_path / "big", tmp_path / "big.json")
     monkeypatch.setattr(dedup, "PARTITION_ROWS", 50)
     monkeypatch.setattr(dedup, "BLOCK_ROWS", 7)
@@ -121,7 +122,7 @@ def test_dedup_gives_the_same_answer_on_tiny_partitions(raw_small, tmp_path, mon
     assert once == tiny and once["dropped"]["duplicate_question"] >= 2 * once["kept"]
     for s in filter_stage.SPLITS:
         assert (tmp_path / "big" / f"{s}.parquet").read_bytes() == (tmp_path / "tiny" / f"{s}.parquet").read_bytes()
-    single = filter_stage.run(filter_stage.FilterParams(), raw_small, tmp_path / "one", tmp_path / "one.json")
+    single = filter_stage.run(stage_params("filter", filter_stage.FilterParams), raw_small, tmp_path / "one", tmp_path / "one.json")
     questions = {q for s in filter_stage.SPLITS for q in pq.read_table(tmp_path / "one" / f"{s}.parquet")
                  .column("question").to_pylist()}
     assert once["kept"] == len(questions) <= single["kept"]
@@ -135,5 +136,5 @@ def test_dedup_gives_the_same_answer_on_tiny_partitions(raw_small, tmp_path, mon
 ])
 def test_bad_quality_params_say_what_to_fix(values, message):
     with pytest.raises(ConfigError) as e:
-        from_dict("filter", filter_stage.FilterParams, values)
+        stage_params("filter", filter_stage.FilterParams, **values)
     assert message in str(e.value)

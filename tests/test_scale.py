@@ -12,7 +12,7 @@ import yaml
 
 from bench import scale
 from conftest import ROOT
-from gemma_toolcall import toucan, toucan_raw
+from gemma_toolcall.dataset import toucan, toucan_raw
 
 COPIES = 16
 GROWTH = 80 * 2**20  # what the larger input may add to a stage's peak (arrays of small ints per row, allocator noise)

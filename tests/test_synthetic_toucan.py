@@ -9,13 +9,14 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REFERENCE
-from gemma_toolcall import synthetic_phrasing as phrasing, synthetic_toucan, toucan
+from conftest import REFERENCE, stage_params
+from gemma_toolcall.dataset import toucan
+from gemma_toolcall.standin import phrasing, sft as standin_sft
 from stages import analyze, download
 
 
 def rows(n=1500, seed=7):
-    return list(synthetic_toucan.generate(n, seed))
+    return list(standin_sft.generate(n, seed))
 
 
 def test_shards_schema_and_names(raw_small):
@@ -29,7 +30,7 @@ def test_shards_schema_and_names(raw_small):
 
 def test_deterministic_from_seed(tmp_path):
     def digest(seed, name):
-        download.run(download.DownloadParams(rows=300, seed=seed), tmp_path / name)
+        download.run(stage_params("download", download.DownloadParams, rows=300, seed=seed), tmp_path / name)
         return [hashlib.sha256(p.read_bytes()).hexdigest() for p in toucan.shard_paths(tmp_path / name)]
     assert digest(3, "a") == digest(3, "b")
     assert digest(3, "a") != digest(4, "c")
@@ -77,7 +78,7 @@ def test_has_non_english_rows():
 
 def test_full_size_reproduces_the_real_phase1_table(tmp_path):
     """At the real SFT size (119,287 rows) the stand-in's phase-1 statistics are the real ones, cell for cell."""
-    download.run(download.DownloadParams(rows=synthetic_toucan.REAL_ROWS, seed=0), tmp_path / "raw")
+    download.run(stage_params("download", download.DownloadParams, rows=standin_sft.REAL_ROWS, seed=0), tmp_path / "raw")
     analyze.run(tmp_path / "raw", tmp_path / "analysis")
     ours = list(csv.DictReader(open(tmp_path / "analysis" / "toucan_analysis_phase1.csv", encoding="utf-8")))
     real = list(csv.DictReader(open(REFERENCE / "toucan_sft_analysis_phase1.real.csv", encoding="utf-8")))
@@ -95,14 +96,14 @@ def test_full_size_reproduces_the_real_phase1_table(tmp_path):
 
 @pytest.mark.parametrize("total", [1, 7, 2000])
 def test_scale_counts_sums_exactly(total):
-    scaled = synthetic_toucan.scale_counts(synthetic_toucan.MULTI_TURN_USER_TURNS, total)
+    scaled = standin_sft.scale_counts(standin_sft.MULTI_TURN_USER_TURNS, total)
     assert sum(scaled.values()) == total
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Content: real catalogue tools, natural questions that state every argument.
-from gemma_toolcall import mcp_catalogue  # noqa: E402
-from gemma_toolcall.synthetic_phrasing import spoken_date  # noqa: E402
+from gemma_toolcall.dataset import mcp_catalogue  # noqa: E402
+from gemma_toolcall.standin.phrasing import spoken_date  # noqa: E402
 
 
 def calls_of(row):
@@ -214,7 +215,7 @@ def test_a_kind_stated_twice_in_a_request_names_its_parameters():
     then each phrase names its parameter."""
     import random
 
-    from gemma_toolcall.mcp_catalogue import Tool
+    from gemma_toolcall.dataset.mcp_catalogue import Tool
 
     tool = Tool(server="s", short="pools", description="Get pools.", label="", schema={
         "type": "object", "required": ["address", "tokenAddress"],
@@ -239,7 +240,7 @@ def test_a_call_writes_its_arguments_in_the_order_its_request_states_them():
     across rows, each call's values appear in its request in the call's order (checked where they are written
     verbatim and once), and the order is not the schema's."""
     checked, unlike_schema = 0, 0
-    for row in synthetic_toucan.generate(600, 3):
+    for row in standin_sft.generate(600, 3):
         try:
             conv = toucan.parse_row(row)
         except toucan.MalformedRow:
@@ -258,3 +259,23 @@ def test_a_call_writes_its_arguments_in_the_order_its_request_states_them():
         schema = next(t for t in conv.tools if t["name"] == model.calls[0].name)["parameters"]["properties"]
         unlike_schema += [k for k in schema if k in args] != list(args)
     assert checked > 20 and unlike_schema > checked // 3, (checked, unlike_schema)
+
+
+def test_the_optional_share_moves_how_many_arguments_calls_state(monkeypatch):
+    """`phrasing.OPTIONAL_SHARE` is the chance a call states each optional parameter: 0 states only the required
+    ones, 1 every one."""
+    def mean_arguments():
+        calls = []
+        for row in standin_sft.generate(300, 0):
+            try:
+                calls += [c for t in toucan.parse_row(row).turns for c in t.calls]
+            except toucan.MalformedRow:
+                pass
+        assert len(calls) > 100
+        return sum(len(c.arguments) for c in calls) / len(calls)
+
+    default = mean_arguments()
+    monkeypatch.setattr(phrasing, "OPTIONAL_SHARE", 0.0)
+    required_only = mean_arguments()
+    monkeypatch.setattr(phrasing, "OPTIONAL_SHARE", 1.0)
+    assert required_only < default < mean_arguments()

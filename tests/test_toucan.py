@@ -5,7 +5,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from gemma_toolcall import toucan
+from gemma_toolcall.dataset import toucan
 
 TOOLS = json.dumps([{"type": "function", "function": {"name": "srv-search", "description": "d", "parameters": {
     "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}},

@@ -7,7 +7,8 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from gemma_toolcall import synthetic_raw, toucan, toucan_raw
+from gemma_toolcall.dataset import toucan, toucan_raw
+from gemma_toolcall.standin import raw as standin_raw
 
 TIME = {"name": "current_time", "description": "Current time in a zone.",
         "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}
@@ -125,12 +126,12 @@ def test_conversion_drops_are_counted_by_kind_and_never_raise():
 @pytest.fixture(scope="module")
 def stand_in():
     """Raw rows of every raw config for the same 1,500 questions."""
-    return {c: synthetic_raw.chunk_rows(synthetic_raw.Chunk(c, 5, 0, 1500)) for c in toucan_raw.RAW_CONFIGS}
+    return {c: standin_raw.chunk_rows(standin_raw.Chunk(c, 5, 0, 1500)) for c in toucan_raw.RAW_CONFIGS}
 
 
 def test_stand_in_rows_have_the_raw_fields(stand_in):
     for config, rows in stand_in.items():
-        assert abs(len(rows) / 1500 - synthetic_raw.SHARE[config]) < 0.03
+        assert abs(len(rows) / 1500 - standin_raw.SHARE[config]) < 0.03
         roles, calls, reasoning_only, reasoning = Counter(), 0, 0, 0
         for row in rows:
             assert set(row) == set(toucan_raw.RAW_COLUMNS) and isinstance(row["metadata"], str)

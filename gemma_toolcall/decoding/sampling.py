@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from gemma_toolcall.call_grammar import FREE, CallGrammar, token_allowed
+from gemma_toolcall.decoding.call_grammar import FREE, CallGrammar, token_allowed
 from gemma_toolcall.chat_format import START
 from gemma_toolcall.model import EOS, Tokenizer
 
@@ -157,8 +157,7 @@ class _Rows:
             if choice is None:
                 choice = token[r]
                 if not _allowed(grammar, state, int(choice), self.vocabulary):
-                    choice = next((t for t in _by_logit(logits[r]) if _allowed(grammar, state, t, self.vocabulary)),
-                                  None)
+                    choice = _best_allowed(grammar, state, logits[r], self.vocabulary)
                     if choice is None:
                         self.states[r] = None  # nothing fits (a name outside the vocabulary): the row goes on freely
                         continue
@@ -193,6 +192,25 @@ class _Rows:
             self.closing[r] = []
             return None
         return token
+
+
+def _best_allowed(grammar: CallGrammar, state: tuple, logits, vocabulary: TokenTexts) -> int | None:
+    """The most likely token the grammar allows, where the model's own choice was refused. Inside a number that may
+    end here, a token that ends it comes before one that adds a digit: the refused token was no digit (a unit, `$`,
+    a word), so the model meant the number to end, and the next most likely digit would start a runaway value
+    (`"days": 3000000...` for "3 days")."""
+    ending = state[-1][0] == "num" and state[-1][1] in ("zero", "int", "frac", "exp")
+    digit = None
+    for t in _by_logit(logits):
+        if not _allowed(grammar, state, t, vocabulary):
+            continue
+        if not (ending and vocabulary.texts[t][:1] in _NUMBER_GOES_ON):
+            return t
+        digit = t if digit is None else digit
+    return digit
+
+
+_NUMBER_GOES_ON = frozenset("0123456789.eE+-")
 
 
 def _allowed(grammar: CallGrammar, state: tuple, token: int, vocabulary: TokenTexts) -> bool:
@@ -283,8 +301,8 @@ def padded_length(n: int) -> int:
 def plan_batches(lengths: list[int], batch_size: int) -> list[tuple[list[int], int, int]]:
     """(prompt indices, padded prompt length, batch rows) per batch: prompts shortest first, `batch_size` rows a
     batch, except past FULL_BATCH_LENGTH tokens, where a batch has rows x length^2 <= batch_size x
-    FULL_BATCH_LENGTH^2 (prefill's attention scores grow with the square of the length: 16 prompts of 2,225
-    tokens, padded to 4,096, took the 2-core machine's 24 GB and were killed)."""
+    FULL_BATCH_LENGTH^2 (prefill's attention scores grow with the square of the length: 16 prompts padded to
+    4,096 tokens need more than a 24 GB machine holds)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     rows_at = lambda length: max(1, min(batch_size, batch_size * FULL_BATCH_LENGTH ** 2 // length ** 2))  # noqa: E731
     plan, start = [], 0

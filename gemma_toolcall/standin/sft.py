@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gemma_toolcall import mcp_catalogue
-from gemma_toolcall import synthetic_phrasing as phrasing
-from gemma_toolcall.mcp_catalogue import Tool
+from gemma_toolcall.dataset import mcp_catalogue
+from gemma_toolcall.standin import phrasing
+from gemma_toolcall.dataset.mcp_catalogue import Tool
 
 REAL_ROWS = 119_287
 SHARDS = 3

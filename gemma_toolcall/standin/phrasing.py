@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from gemma_toolcall.mcp_catalogue import Tool
+from gemma_toolcall.dataset.mcp_catalogue import Tool
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")

@@ -20,8 +20,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gemma_toolcall import toucan
-from gemma_toolcall.mcp_catalogue import slug
+from gemma_toolcall.dataset import toucan
+from gemma_toolcall.dataset.mcp_catalogue import slug
 
 CONFIGS = (toucan.CONFIG, "Kimi-K2", "OSS", "Qwen3")  # data/raw/<config>/ folders, read in this order
 RAW_CONFIGS = CONFIGS[1:]

@@ -19,7 +19,7 @@ realism mostly at the top, difficulty spread out, responses mostly 3 or above): 
 A response's completeness is drawn lower when the model did not call every target tool, and
 `desired_tools_used_percentage` is what the trajectory actually did (calls made / target tools named).
 
-About 0.5% of rows are malformed in the same ways as the SFT stand-in (synthetic_toucan.MALFORMED_KINDS).
+About 0.5% of rows are malformed in the same ways as the SFT stand-in (standin_sft.MALFORMED_KINDS).
 """
 from __future__ import annotations
 
@@ -29,10 +29,9 @@ import random
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from gemma_toolcall import synthetic_phrasing as phrasing
-from gemma_toolcall import synthetic_toucan as sft
-from gemma_toolcall.mcp_catalogue import Tool
-from gemma_toolcall.toucan_raw import RAW_CONFIGS, REAL_ROWS, tool_name
+from gemma_toolcall.standin import phrasing, sft
+from gemma_toolcall.dataset.mcp_catalogue import Tool
+from gemma_toolcall.dataset.toucan_raw import RAW_CONFIGS, REAL_ROWS, tool_name
 
 SHARE = {c: REAL_ROWS[c] / max(REAL_ROWS[c] for c in RAW_CONFIGS) for c in RAW_CONFIGS}  # questions each answers
 REASONING = {"Kimi-K2": 0.1, "OSS": 0.9, "Qwen3": 0.75}  # share of trajectories whose messages carry reasoning

@@ -1,11 +1,12 @@
-"""Greedy decoding free and under the call grammar (`evaluate.constrained`), on the same held-out prompts: the time of
-each, and how many outputs are the same. Where the grammar never binds (the base model, which writes no call), the
-outputs must all be the same; elsewhere they differ only where the grammar changed a token.
+"""Decoding speed of the evaluate stage's sampler, free and under the call grammar (`evaluate.constrained`), on the
+same held-out prompts: seconds, prompts/s and generated tokens/s of each, and how many outputs are the same. Where
+the grammar never binds (the base model, which writes no call) the outputs must all be the same; elsewhere they
+differ only where the grammar changed a token.
 
-    python bench/constrained_speed.py --base models/base [--lora models/lora] --prompts 16 --batch 16
+    python bench/decode_speed.py --base models/base [--lora models/lora] --prompts 16 --batch 16
 
 Run from a workspace that has `data/filtered/validation.parquet` (after `dvc repro filter base_model`). Each mode runs
-twice, so the second time is without compilation.
+twice; the second time is without compilation, and is the one to quote.
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gemma_toolcall import model as gemma, sampling  # noqa: E402
+from gemma_toolcall import model as gemma  # noqa: E402
+from gemma_toolcall.decoding import sampling  # noqa: E402
 from gemma_toolcall.chat_format import BOS  # noqa: E402
 from stages import evaluate  # noqa: E402
+from gemma_toolcall.params import load_section  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -32,7 +35,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     args = ap.parse_args(argv)
 
-    p = evaluate.EvaluateParams(limit=0, heldout_limit=args.prompts)
+    p = load_section("evaluate", evaluate.EvaluateParams, limit=0, heldout_limit=args.prompts)
     cases, _ = evaluate.heldout_cases(args.validation, p, args.style)
     if args.lora:
         _, model, config = gemma.load_tuned(args.base, args.lora)
@@ -47,7 +50,9 @@ def main(argv=None) -> None:
                                 tools=tools if mode == "constrained" else None)
         seconds[mode] = time.perf_counter() - start
         outputs.setdefault(mode, out)
-        print(f"{mode}: {seconds[mode]:.1f} s, {len(prompts) / seconds[mode]:.3f} prompt/s", flush=True)
+        tokens = sum(len(tok.encode(text)) + ended for text, ended in zip(out[0], out[1]))  # + the stop token
+        print(f"{mode}: {seconds[mode]:.1f} s, {len(prompts) / seconds[mode]:.3f} prompt/s, "
+              f"{tokens / seconds[mode]:.1f} generated token/s", flush=True)
     same = sum(a == b for a, b in zip(outputs["free"][0], outputs["constrained"][0]))
     touched = sum(n > 0 for n in outputs["constrained"][2])
     print(f"{len(prompts)} prompts ({'base + ' + str(args.lora) if args.lora else 'base'}): {same} outputs the same, "

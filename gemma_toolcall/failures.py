@@ -1,7 +1,7 @@
 """What limits a model: every failed output of an evaluation (`eval_samples.jsonl`) sorted into one kind, counted per
 model and category, with one example output per kind.
 
-    python bench/failures.py reports/quality/eval_samples.jsonl
+    python -m gemma_toolcall.failures metrics/eval_samples.jsonl
 
 Kinds, first match wins: `format` (the turn does not parse: unquoted strings, broken JSON), `over_call` (a call
 where none is wanted), `no_call` (no call where one is), `count` (wrong number of calls: one call where a parallel
@@ -19,11 +19,11 @@ cannot be matched exactly by any model. A third splits them by how many argument
 (0-1, 2, 3+), and a fourth by the server of their expected call: held-out rows come from a few servers never seen
 in training, so one hard server moves the exact match by several points, and the line under that table says how
 concentrated the rows are. The three tables count each part's misses by kind. A fifth takes the expected
-arguments one by one, by the kind of parameter the stand-in sees (`synthetic_phrasing.params_of`: date, flag,
+arguments one by one, by the kind of parameter the stand-in sees (`phrasing.params_of`: date, flag,
 count, word, ...), and counts each as right, wrong, absent from the call, or in an output that does not parse; with
 --train, beside how many arguments of each kind the train split's first model turns hold.
 
-    python bench/failures.py metrics/eval_samples.jsonl --expected data/filtered/validation.parquet \
+    python -m gemma_toolcall.failures metrics/eval_samples.jsonl --expected data/filtered/validation.parquet \
         --bfcl data/bfcl --train data/filtered/train.parquet
 """
 from __future__ import annotations
@@ -117,7 +117,7 @@ BY_SERVER = "from the server ..."
 
 def server_of(calls: list[dict]) -> str:
     """The server slug of a held-out row's first expected call (`<slug>-<tool>`, as filter splits rows by)."""
-    from gemma_toolcall import mcp_catalogue
+    from gemma_toolcall.dataset import mcp_catalogue
 
     return mcp_catalogue.tool_server(calls[0]["name"]) if calls else "(no call)"
 
@@ -131,14 +131,15 @@ def concentration(split: dict) -> str:
 
 
 def parameter_kinds(tools: list[dict]) -> dict[str, dict[str, str]]:
-    """Function name -> {parameter: its kind as the stand-in sees it (`synthetic_phrasing.params_of`: date, flag,
+    """Function name -> {parameter: its kind as the stand-in sees it (`phrasing.params_of`: date, flag,
     count, word, ...)}; a parameter the stand-in cannot phrase is left out (the tables count it as `other`)."""
-    from gemma_toolcall import mcp_catalogue, synthetic_phrasing
+    from gemma_toolcall.dataset import mcp_catalogue
+    from gemma_toolcall.standin import phrasing
 
     kinds = {}
     for t in tools:
         tool = mcp_catalogue.Tool("", "", t["name"], t.get("description", ""), t.get("parameters") or {})
-        kinds[t["name"]] = {p.name: p.kind for p in synthetic_phrasing.params_of(tool) or ()}
+        kinds[t["name"]] = {p.name: p.kind for p in phrasing.params_of(tool) or ()}
     return kinds
 
 
@@ -154,7 +155,7 @@ def first_model_turns(parquet: str):
     """(uuid, conversation, its first model turn) of every row of a split that parses."""
     import pyarrow.parquet as pq
 
-    from gemma_toolcall import toucan
+    from gemma_toolcall.dataset import toucan
     for row in pq.read_table(parquet).to_pylist():
         try:
             conv = toucan.parse_row(row)
@@ -163,34 +164,27 @@ def first_model_turns(parquet: str):
         yield row["uuid"], conv, next(t for t in conv.turns if t.role == "model")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("samples")
-    ap.add_argument("--expected", help="the validation parquet the held-out rows came from, to sort their argument "
-                    "errors (without it: name or value)")
-    ap.add_argument("--bfcl", help="the BFCL data folder (data/bfcl), to tell a wrong parameter name from a missing "
-                    "parameter")
-    ap.add_argument("--train", help="the train split (data/filtered/train.parquet): the fourth table then counts each "
-                    "kind's arguments in its first model turns too, what training could learn from")
-    args = ap.parse_args()
-    samples = [json.loads(line) for line in open(args.samples, encoding="utf-8")]
+def report(samples: list[dict], expected_parquet=None, bfcl_dir=None, train_parquet=None) -> str:
+    """The tables and examples above as Markdown, for the samples of one evaluation (both models)."""
+    lines = []
+    out = lines.append
     parameters = {}  # BFCL question id -> {function name: its parameter names}
-    if args.bfcl:
+    if bfcl_dir:
         from pathlib import Path
 
         from gemma_toolcall import bfcl
         for category in sorted({s["category"] for s in samples if s["source"] == "bfcl"}):
-            for q in bfcl.load(Path(args.bfcl), category):
+            for q in bfcl.load(Path(bfcl_dir), category):
                 parameters[q["id"]] = {t["name"]: set(t["parameters"].get("properties", {})) for t in bfcl.tools(q)}
     expected, questions, kinds = {}, {}, {}
-    if args.expected:
-        for uuid, conv, first in first_model_turns(args.expected):
+    if expected_parquet:
+        for uuid, conv, first in first_model_turns(expected_parquet):
             expected[uuid] = [{"name": c.name, "arguments": c.arguments} for c in first.calls]
             questions[uuid] = conv.turns[0].text
             kinds[uuid] = parameter_kinds(conv.tools)
     in_train = Counter()  # kind of parameter -> arguments of that kind in the train split's first model turns
-    if args.train:
-        for _, conv, first in first_model_turns(args.train):
+    if train_parquet:
+        for _, conv, first in first_model_turns(train_parquet):
             train_kinds = parameter_kinds(conv.tools) if first.calls else {}
             in_train.update(train_kinds.get(c.name, {}).get(k, "other") for c in first.calls for k in c.arguments)
     # Held-out call rows split three ways: {table heading: {(model, part): Counter(n, exact)}}.
@@ -225,35 +219,51 @@ def main() -> None:
         counts[group][kind] += 1
         examples.setdefault((group[0], kind), (group[1], s["output"][:200], s["reason"][:160]))
     header = ["model", "category", "n", "passed", *KINDS, "not_ended"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    out("| " + " | ".join(header) + " |")
+    out("|" + "---|" * len(header))
     for group in sorted(totals, key=lambda g: (g[0] != "base", g[1])):
         c = counts[group]
-        print("| " + " | ".join([*group, str(totals[group]), str(c["passed"]), *(str(c[k]) for k in KINDS),
+        out("| " + " | ".join([*group, str(totals[group]), str(c["passed"]), *(str(c[k]) for k in KINDS),
                                   str(not_ended[group])]) + " |")
     for heading, split in splits.items():
         if split:
             missed = [k for k in KINDS if any(c[k] for c in split.values())]  # the kinds of miss that occur
-            print(f"\n| model | held-out call rows {heading} | n | exact match | " + " | ".join(missed) + " |")
-            print("|" + "---|" * (4 + len(missed)))
+            out(f"\n| model | held-out call rows {heading} | n | exact match | " + " | ".join(missed) + " |")
+            out("|" + "---|" * (4 + len(missed)))
             by_size = heading == BY_SERVER  # largest first; the other tables' parts have their own order
             for (model, part), c in sorted(split.items(), key=lambda kv: (kv[0][0] != "base", -kv[1]["n"] * by_size,
                                                                           kv[0][1])):
                 cells = [model, part, c["n"], c["exact"], *(c[k] for k in missed)]
-                print("| " + " | ".join(map(str, cells)) + " |")
+                out("| " + " | ".join(map(str, cells)) + " |")
             if by_size:
-                print("\n" + concentration(split))
+                out("\n" + concentration(split))
     if by_argument:
         outcomes = ("right", "wrong", "absent", "unparsed")
-        train = [f"in train split (of {sum(in_train.values())})"] if args.train else []
-        print("\n| model | expected held-out arguments of the kind ... | n | " + " | ".join([*outcomes, *train]) + " |")
-        print("|" + "---|" * (3 + len(outcomes) + len(train)))
+        train = [f"in train split (of {sum(in_train.values())})"] if train_parquet else []
+        out("\n| model | expected held-out arguments of the kind ... | n | " + " | ".join([*outcomes, *train]) + " |")
+        out("|" + "---|" * (3 + len(outcomes) + len(train)))
         for (model, kind), c in sorted(by_argument.items(), key=lambda kv: (kv[0][0] != "base", -kv[1]["n"], kv[0])):
-            cells = [model, kind, c["n"], *(c[o] for o in outcomes), *([in_train[kind]] if args.train else [])]
-            print("| " + " | ".join(map(str, cells)) + " |")
-    print()
+            cells = [model, kind, c["n"], *(c[o] for o in outcomes), *([in_train[kind]] if train_parquet else [])]
+            out("| " + " | ".join(map(str, cells)) + " |")
+    out("")
     for (model, kind), (category, output, reason) in sorted(examples.items()):
-        print(f"{model} {kind} ({category}): {output!r}\n    reason: {reason}")
+        out(f"{model} {kind} ({category}): {output!r}\n    reason: {reason}")
+
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("samples")
+    ap.add_argument("--expected", help="the validation parquet the held-out rows came from, to sort their argument "
+                    "errors (without it: name or value)")
+    ap.add_argument("--bfcl", help="the BFCL data folder (data/bfcl), to tell a wrong parameter name from a missing "
+                    "parameter")
+    ap.add_argument("--train", help="the train split (data/filtered/train.parquet): the fourth table then counts each "
+                    "kind's arguments in its first model turns too, what training could learn from")
+    args = ap.parse_args()
+    samples = [json.loads(line) for line in open(args.samples, encoding="utf-8")]
+    print(report(samples, args.expected, args.bfcl, args.train), end="")
 
 
 if __name__ == "__main__":

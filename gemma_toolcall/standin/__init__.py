@@ -1,0 +1,1 @@
+"""The offline stand-in: Toucan-schema rows generated from a seed and the real MCP tool catalogue."""
