@@ -110,16 +110,43 @@ def generate_jax(base: Path, lora: Path | None, prompt: str, tools: list[dict], 
     return outputs[0]
 
 
+def generate_gguf(path: Path, tools: list[dict], question: str, max_new_tokens: int) -> dict:
+    """Greedy decoding in llama.cpp (the `llama` extra's xllamacpp: its OpenAI-compatible server, in this process,
+    on 127.0.0.1), prompted by the chat template inside the file. llama.cpp decodes freely; where it returns the
+    call as `tool_calls` they are printed as they come, otherwise its text is parsed as the JAX path's is."""
+    try:
+        import xllamacpp
+    except ImportError:
+        raise UsageError("--gguf runs llama.cpp through xllamacpp: pip install -e '.[llama]'") from None
+    import urllib.request
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.n_ctx = 4096
+    params.warmup = False
+    server = xllamacpp.Server(params)
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_new_tokens, "temperature": 0,
+            "tools": [{"type": "function", "function": t} for t in tools]}
+    request = urllib.request.Request(server.listening_address + "/v1/chat/completions",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        message = json.loads(response.read())["choices"][0]["message"]
+    del server
+    if message.get("tool_calls"):
+        return {"role": "assistant", "content": message.get("content") or None, "tool_calls": message["tool_calls"]}
+    return assistant_message(message.get("content") or "")
+
+
 def run(args) -> int:
     tools = read_tools(args.tools)
     if not args.question.strip():
         raise UsageError("the question is empty")
     if args.gguf:
-        from gemma_toolcall import gguf_export
-
         if not Path(args.gguf).is_file():
             raise UsageError(f"{args.gguf} not found: run `dvc repro export` first, or name a .gguf file")
-        output = gguf_export.chat(args.gguf, tools, args.question, args.max_new_tokens)
+        message = generate_gguf(Path(args.gguf), tools, args.question, args.max_new_tokens)
+        print(json.dumps(message, ensure_ascii=False, indent=2))
+        return 0
     else:
         prompt = render_prompt(tools, args.question, json_style(args.json_style))
         lora = None if args.lora in (None, "none") else Path(args.lora)
@@ -136,7 +163,8 @@ def add_parser(sub) -> None:
                    help="a JSON file of tools (OpenAI, MCP inputSchema or bare {name, description, parameters})")
     c.add_argument("--base", default="models/base", help="the base model folder (default: models/base)")
     c.add_argument("--lora", default="models/lora", help="the LoRA folder, or none for the base model alone")
-    c.add_argument("--gguf", help="a GGUF file (models/export/gguf/...) to run through llama.cpp instead of JAX")
+    c.add_argument("--gguf", help="a GGUF file (models/export/gguf/model-Q8_0.gguf) to run in llama.cpp instead of "
+                   "JAX (free decoding: the schema constraint is the JAX path's)")
     c.add_argument("--free", action="store_true", help="decode without the tools' schemas (default: constrained)")
     c.add_argument("--json-style", help="tool-list style of the prompt (default: params.yaml's render.json_style)")
     c.add_argument("--max-new-tokens", type=int, default=256)

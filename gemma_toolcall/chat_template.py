@@ -40,10 +40,9 @@ tojson is Python's json.dumps, not orjson):
   does; render_conversation refuses such a conversation (MalformedRow format_tag_in_text).
 - tools are written as given; chat_format's Toucan parser first fills a missing description ("") and
   parameters ({"type": "object", "properties": {}}).
-- llama.cpp's minja (read and run at google/minja 021c229): its tojson takes no `separators`, so the
-  compact style fails there ("Unknown argument separators for function tojson"). The pretty style renders,
-  but minja writes an empty [] or {} across lines, and numbers as nlohmann::json does (an int past 64 bits
-  as a float, some floats with 17 digits)."""
+- llama.cpp: the xllamacpp build of the `llama` extra renders both styles byte for byte (a test checks
+  its /apply-template). Older llama.cpp builds used minja, whose tojson takes no `separators`: there the
+  compact style fails to render, and the pretty one writes an empty [] or {} across lines."""
 
 _TEMPLATE = r"""{#-
 gemma-toolcall's tool-calling format (gemma_toolcall/chat_format.py), JSON style @STYLE@.

@@ -1,7 +1,6 @@
-"""Stage `export`: the trained adapter in three forms, from models/lora/ and models/base/.
+"""Stage `export`: the trained adapter in four forms, from models/lora/ and models/base/.
 
-- models/export/npy/: `model.<tunix layer path>.lora_a.npy` / `.lora_b.npy` for every LoRA target (the seed's layout;
-  it kept only the MLP pairs, this keeps the attention ones too), and `model.embedder.token_rows.npy`, the trained
+- models/export/npy/: `model.<tunix layer path>.lora_a.npy` / `.lora_b.npy` for every LoRA target, and `model.embedder.token_rows.npy`, the trained
   token rows. Load back with `gemma_toolcall.model.with_adapter(base, meta, read_npy(...))`.
 - models/export/peft/: `adapter_model.safetensors` + `adapter_config.json` for Hugging Face PEFT on transformers'
   `Gemma3ForCausalLM` built from models/base/; token rows as `trainable_token_indices`.
@@ -12,6 +11,8 @@
 merged/ and peft/ also hold the tokenizer (tokenizer.model, tokenizer_config.json) with the chat template of the
 training format (`gemma_toolcall.chat_template`, in the training data's JSON style), also as chat_template.jinja:
 transformers' `apply_chat_template(messages, tools=...)` then writes the prompts training saw.
+- models/export/gguf/: the merged model for llama.cpp (`model-Q8_0.gguf`, `model-F16.gguf`), the chat template
+  embedded; metrics/export.json says how large the update is per weight kind and how much of it each type keeps.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from gemma_toolcall import model as gemma
+from gemma_toolcall import gguf_export, model as gemma
 from gemma_toolcall.artifacts import building
 from gemma_toolcall.chat_format import JSON_STYLES
 from gemma_toolcall.chat_template import chat_template
@@ -127,7 +128,21 @@ def load_bf16_safetensors(path: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in load_jax(str(path)).items()}
 
 
-def run(lora_dir: Path, base_dir: Path, out: Path, json_style: str = "pretty") -> None:
+def write_gguf(merged: Path, base_dir: Path, out: Path, json_style: str, base_gguf: Path | None) -> dict:
+    """models/export/gguf/: the merged model as `model-Q8_0.gguf` and `model-F16.gguf` for llama.cpp, the chat
+    template inside; metadata copied from the base GGUF where the base came from one. Q8_0 is half the size, F16
+    keeps a small LoRA update that Q8_0's rounding can bury: `update_share` says how much of it each keeps."""
+    out.mkdir(parents=True)
+    files = {t: gguf_export.write_gguf(merged, out / f"model-{t}.gguf", t, chat_template(json_style), base_gguf)
+             for t in gguf_export.FILE_TYPES}
+    for name in ("NOTICE", "GEMMA_TERMS.html"):  # modified Gemma weights travel with Gemma's terms
+        if (base_dir / name).exists():
+            shutil.copyfile(base_dir / name, out / name)
+    return {"gguf": files, **gguf_export.update_share(merged, base_dir)}
+
+
+def run(lora_dir: Path, base_dir: Path, out: Path, json_style: str = "pretty", base_gguf: Path | None = None,
+        metrics_path: Path | None = None) -> dict:
     meta, adapter = gemma.read_adapter(lora_dir, base_dir)
     pairs = gemma.hf_lora_pairs(adapter, json.loads((base_dir / "config.json").read_text()))
     token_rows = adapter.get(gemma.TOKEN_ROWS)
@@ -137,6 +152,11 @@ def run(lora_dir: Path, base_dir: Path, out: Path, json_style: str = "pretty") -
         write_merged(pairs, token_rows, meta, base_dir, tmp / "merged")
         for form in ("peft", "merged"):
             write_tokenizer(base_dir, tmp / form, json_style)
+        metrics = write_gguf(tmp / "merged", base_dir, tmp / "gguf", json_style, base_gguf)
+    if metrics_path:
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
 def main(argv=None) -> None:
@@ -146,8 +166,12 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("models/export"))
     ap.add_argument("--json-style", choices=JSON_STYLES, default="pretty",
                     help="the chat template's JSON style: render.json_style of the training data")
+    ap.add_argument("--model-source", default="",
+                    help="model.source: gguf-package copies the GGUF metadata from the base's own GGUF file")
+    ap.add_argument("--metrics", type=Path, help="where to write ||dW||/||W|| and the share each GGUF type keeps")
     args = ap.parse_args(argv)
-    run(args.lora, args.base, args.out, args.json_style)
+    base_gguf = gguf_export.package_gguf() if args.model_source == "gguf-package" else None
+    run(args.lora, args.base, args.out, args.json_style, base_gguf, args.metrics)
 
 
 if __name__ == "__main__":

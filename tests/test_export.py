@@ -24,7 +24,7 @@ def exported(tiny_base, formatted, tmp_path_factory):
               stage_params("train", train.TrainParams, max_seq_len=512, batch_size=2, max_steps=12, warmup_steps=1, learning_rate=2e-2,
                                 eval_batches=0, eval_every_n_steps=100, checkpoint_every_n_steps=100),
               tiny_base, formatted, tmp / "ck", tmp / "lora", tmp / "metrics")
-    export.run(tmp / "lora", tiny_base, tmp / "export")
+    export.run(tmp / "lora", tiny_base, tmp / "export", metrics_path=tmp / "metrics" / "export.json")
     return tmp / "lora", tmp / "export"
 
 
@@ -107,6 +107,10 @@ def test_export_layouts(exported):
     assert config["target_modules"] == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                "down_proj"])
     assert {"config.json", "model.safetensors", "tokenizer.model", "NOTICE"} <= {p.name for p in (out / "merged").iterdir()}
+    assert {"model-Q8_0.gguf", "model-F16.gguf", "NOTICE"} <= {p.name for p in (out / "gguf").iterdir()}
+    metrics = json.loads((lora_dir.parent / "metrics" / "export.json").read_text())
+    assert set(metrics["gguf"]) == {"F16", "Q8_0"} and metrics["relative_update"]["q"] > 0
+    assert metrics["kept"]["F16"]["q"] > metrics["kept"]["Q8_0"]["q"]  # F16 keeps more of the update
 
 
 def test_only_the_trained_rows_of_the_embedding_change(tiny_base, exported):
