@@ -4,7 +4,9 @@ source: huggingface (the real data, pinned revision), local (shards in a folder 
 stand-in generated from a seed; the default, so `dvc repro` runs anywhere). config: SFT (default), Kimi-K2, OSS,
 Qwen3, or a list. SFT shards are copied as they are; a raw config's rows are converted to the SFT shape as they
 stream (`toucan_raw.convert_batch`, the authors' rules), so later stages read one shape. Rows that cannot be
-converted are counted by kind in metrics/download.json.
+converted are counted by kind in metrics/download.json; for the synthetic SFT stand-in, its `standin` block counts
+what the rows written hold (`standin.sft.standin_metrics`: row kinds, first requests with two calls or more, same-tool
+and different-tool ones, near misses, requests that lack a value).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import functools
 import json
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -150,9 +153,11 @@ def convert_shards(shards: list[Path], config: str, out: Path) -> dict:
                            f"convert {config}", sum(g.num_rows for ts in tasks for g in ts))
 
 
-def synthetic_table(spill_dir: str, chunk: standin_sft.Chunk) -> str:
-    """One chunk of stand-in rows (in a worker), spilled to an Arrow file."""
-    return toucan.spill(pa.Table.from_pylist(standin_sft.chunk_rows(chunk), schema=toucan.SCHEMA), spill_dir)
+def synthetic_table(spill_dir: str, chunk: standin_sft.Chunk) -> tuple[str, Counter]:
+    """One chunk of stand-in rows (in a worker), spilled to an Arrow file, and the counts of what they hold."""
+    tally = Counter()
+    rows = standin_sft.chunk_rows(chunk, tally)
+    return toucan.spill(pa.Table.from_pylist(rows, schema=toucan.SCHEMA), spill_dir), tally
 
 
 def write_synthetic(p: DownloadParams, out: Path, shards: int = standin_sft.SHARDS) -> dict:
@@ -163,10 +168,13 @@ def write_synthetic(p: DownloadParams, out: Path, shards: int = standin_sft.SHAR
     chunks = standin_sft.plan_chunks(p.rows, p.seed)
     writers = [pq.ParquetWriter(out / f"train-{i:05d}-of-{shards:05d}.parquet", toucan.SCHEMA,
                                 **toucan.PARQUET_OPTIONS) for i in range(shards)]
+    tally = Counter()
     try:
         with tempfile.TemporaryDirectory(prefix="synthetic-spill-") as spill_dir, \
                 Progress(total=p.rows, desc="synthetic", unit="row") as bar:
-            for chunk, path in zip(chunks, toucan.parallel_map(functools.partial(synthetic_table, spill_dir), chunks)):
+            for chunk, (path, counts) in zip(chunks, toucan.parallel_map(functools.partial(synthetic_table, spill_dir),
+                                                                         chunks)):
+                tally.update(counts)
                 table = toucan.unspill(path)
                 for i, writer in enumerate(writers):  # the part of the chunk that falls in shard i
                     lo, hi = max(bounds[i], chunk.start), min(bounds[i + 1], chunk.start + table.num_rows)
@@ -176,7 +184,7 @@ def write_synthetic(p: DownloadParams, out: Path, shards: int = standin_sft.SHAR
     finally:
         for writer in writers:
             writer.close()
-    return {"rows_in": p.rows, "rows_out": p.rows, "dropped": {}}
+    return {"rows_in": p.rows, "rows_out": p.rows, "dropped": {}, "standin": standin_sft.standin_metrics(tally)}
 
 
 def write_synthetic_raw(p: DownloadParams, config: str, out: Path) -> dict:

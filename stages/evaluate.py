@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from gemma_toolcall import bfcl, failures, model as gemma
 from gemma_toolcall.dataset import toucan
 from gemma_toolcall.decoding import sampling
+from gemma_toolcall.standin.sft import row_kind
 from gemma_toolcall.chat_format import BOS, parse_model_turn, render_prompt
 from gemma_toolcall.params import load_section, value
 from gemma_toolcall.progress import Progress
@@ -89,8 +90,10 @@ def heldout_cases(validation: Path, p: EvaluateParams, style: str) -> tuple[list
         first_model = next(t for t in conv.turns if t.role == "model")  # parse_row refuses rows without one
         prompt = render_prompt(conv.tools, conv.turns[0].text, style, conv.system)
         expected = [asdict(c) for c in first_model.calls]
+        tag = row_kind(row["uuid"])  # what the stand-in wrote the row to teach; None for real rows
+        kinds = row_kinds(conv, expected) + ([tag] if tag in TAGGED_KINDS else [])
         cases.append({"source": "heldout", "category": row["subset_name"], "id": row["uuid"], "prompt": prompt,
-                      "tools": conv.tools, "expected": expected, "kinds": row_kinds(conv, expected)})
+                      "tools": conv.tools, "expected": expected, "kinds": kinds})
     return cases, skipped
 
 
@@ -110,6 +113,12 @@ def runaway_value(output: str, calls: list[dict]) -> bool:
     if any(runs_away(c["arguments"]) for c in calls):
         return True
     return "<tool_call>" in output and bool(_LONG_DIGITS.search(output.split("<tool_call>", 1)[1])) and not calls
+
+
+# Kinds of stand-in rows that their first turn alone does not show: a question on the offered tools' own subject
+# that none of them answers, one that lacks a required value (both answered without a call), a list given to an
+# array parameter in one call, a request worded away from the tool's description.
+TAGGED_KINDS = ("near_miss", "missing_value", "parallel_array", "paraphrased")
 
 
 def row_kinds(conv: toucan.Conversation, expected: list[dict]) -> list[str]:

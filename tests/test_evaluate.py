@@ -79,8 +79,9 @@ def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
 
 
 def test_heldout_metrics_split_call_rows_from_no_call_rows():
-    call = {"source": "heldout", "category": "s", "expected": [{"name": "w-get", "arguments": {"city": "Oslo", "days": 2}}]}
-    none = {"source": "heldout", "category": "s", "expected": []}
+    call = {"source": "heldout", "category": "s", "expected": [{"name": "w-get", "arguments": {"city": "Oslo", "days": 2}}],
+            "kinds": ["optional_stated"]}
+    none = {"source": "heldout", "category": "s", "expected": [], "kinds": ["near_miss"]}
     outputs = [(call, '<tool_call>\n{"name": "w-get", "args": {"city": "Oslo", "days": 3}}\n</tool_call>'),
                (call, '<tool_call>\n{"name": "w-get", "args": {"city": "Oslo", "days": 2}}\n</tool_call>'),
                (none, "I cannot help with that."),
@@ -88,12 +89,15 @@ def test_heldout_metrics_split_call_rows_from_no_call_rows():
     results = [{"source": c["source"], "category": c["category"], "ended_turn": True, **evaluate.judge(c, o, None)}
                for c, o in outputs]
     held = evaluate.summarize(results)["heldout"]
-    assert held["call_rows"] == {"n": 2, "name_match": 1.0, "exact_match": 0.5, "argument_accuracy": 0.75}
+    assert held["call_rows"] == {"n": 2, "name_match": 1.0, "exact_match": 0.5, "false_refusals": 0.0,
+                                 "argument_accuracy": 0.75}
     assert held["no_call_rows"] == {"n": 2, "no_call_accuracy": 0.5}
+    assert held["by_kind"] == {"optional_stated": {"n": 2, "exact_match": 0.5},
+                               "near_miss": {"n": 2, "no_call_accuracy": 0.5}}
 
 
 def test_limit_per_category_and_its_config_errors(tmp_path):
-    """`evaluate.limit` is one n for every category or one per category (the quality profile asks 100 simple and
+    """`evaluate.limit` is one n for every category or one per category (the quality recipe asks 100 simple and
     50 parallel); a map that misses a category, or a negative n, stops with a message naming the fix."""
     from gemma_toolcall.params import ConfigError, from_dict
 
