@@ -9,6 +9,12 @@ over the evaluate stage's BFCL categories and held-out rows. Both engines decode
 grammar: llama.cpp has none of ours) from the same token ids; llama.cpp runs one prompt at a time on `--threads`
 threads, the JAX sampler in batches of `--batch`, so its tokens/s is throughput, not one stream's speed. Needs the
 `llama` extra (xllamacpp).
+
+`--types ... Q4_K_M` also writes `model-Q4_K_M.gguf` beside the others: the merged weights with each tensor in the type
+the base GGUF (the PyPI package's Q4_K_M file) gives it, quantized by ggml's own code in xllamacpp's library (the
+`gguf` package has no K-quant writer), and reports the share of the LoRA update it keeps, as export.json does for
+F16 and Q8_0. For this model that is mostly Q5_0: most matrices have 640-value rows, which K-quants' 256-value
+blocks do not split, so llama.cpp falls back to Q5_0 (Q4_K) and Q8_0 (Q6_K) there.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gemma_toolcall import bfcl, model as gemma  # noqa: E402
+from gemma_toolcall import bfcl, gguf_export, model as gemma  # noqa: E402
 from gemma_toolcall.chat_format import BOS, parse_model_turn  # noqa: E402
 from gemma_toolcall.decoding import sampling  # noqa: E402
 from gemma_toolcall.params import load_section, value  # noqa: E402
@@ -54,6 +60,70 @@ def llama_generate(path: Path, prompts: list[list[int]], max_new_tokens: int, th
     return texts, ended, tokens, seconds
 
 
+def ggml_quantizer():
+    """ggml_quantize_chunk from xllamacpp's library: (float32 (rows, n) array, GGML type) -> its bytes."""
+    import ctypes
+
+    import numpy as np
+    import xllamacpp.xllamacpp as ext
+
+    lib = ctypes.CDLL(ext.__file__)
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+
+    def quantize(w, qtype):
+        import gguf
+
+        w = np.ascontiguousarray(w, np.float32)
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        out = np.zeros((w.shape[0], w.shape[1] // block * size), np.uint8)
+        lib.ggml_quantize_init(int(qtype))
+        if lib.ggml_quantize_chunk(int(qtype), w.ctypes.data, out.ctypes.data, 0, w.shape[0], w.shape[1],
+                                   None) != out.nbytes:
+            raise RuntimeError(f"ggml_quantize_chunk wrote an unexpected size for {qtype.name}")
+        return out
+
+    return quantize
+
+
+def write_like_base(merged: Path, base: Path, template: Path, out: Path) -> dict:
+    """`out`: the merged weights, each tensor in the base GGUF's type for it, metadata from `template` (an exported
+    GGUF) with file_type Q4_K_M. Returns the share of the LoRA update kept per tensor kind (cosine of the decoded
+    change with the merged change) and the file's size."""
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+
+    qtype = gguf.GGMLQuantizationType
+    types = {t.name: qtype(t.tensor_type) for t in gguf.GGUFReader(gguf_export.package_gguf()).tensors}
+    quantize, sums = ggml_quantizer(), {}
+    meta = gguf_export.read_metadata(template)
+    meta["general.file_type"] = (int(gguf.LlamaFileType.MOSTLY_Q4_K_M), gguf.GGUFValueType.UINT32, None)
+
+    def tensors():
+        with safe_open(str(base / "model.safetensors"), framework="flax") as f:  # numpy reads no bfloat16
+            for name, hf, w in gguf_export.merged_tensors(merged):
+                t = types[name]
+                if t in (qtype.F32, qtype.F16):
+                    yield (name, *gguf_export.encode_tensor(name, w, "F16"))
+                    continue
+                data = quantize(w, t)
+                kind = gguf_export.KINDS.get(name.split(".")[-2])
+                if kind:
+                    before = np.asarray(f.get_tensor(hf), np.float32)
+                    rows = np.flatnonzero((w != before).any(axis=1)) if kind == "token_rows" else slice(None)
+                    delta = (w - before)[rows].astype(np.float64)
+                    kept = (gguf.quants.dequantize(data, t) - before)[rows].astype(np.float64)
+                    s = sums.setdefault(kind, np.zeros(3))
+                    s += [np.sum(kept * delta), np.sum(kept ** 2), np.sum(delta ** 2)]
+                yield name, data, t
+
+    counts = gguf_export.write_file(out, meta, tensors())
+    return {"bytes": out.stat().st_size, "tensors": counts,
+            "kept": {k: round(float(d / np.sqrt(k2 * d2)), 4) if k2 and d2 else None for k, (d, k2, d2) in sums.items()}}
+
+
 def scores(cases, outputs, ended, scorer) -> dict:
     verdicts = [evaluate.judge(c, o, scorer) for c, o in zip(cases, outputs)]
     out = {}
@@ -69,7 +139,8 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=Path("models/base"))
     ap.add_argument("--lora", type=Path, default=Path("models/lora"))
     ap.add_argument("--gguf", type=Path, default=Path("models/export/gguf"))
-    ap.add_argument("--types", nargs="+", default=["F16", "Q8_0"])
+    ap.add_argument("--types", nargs="+", default=["F16", "Q8_0"], choices=["F16", "Q8_0", "Q4_K_M"])
+    ap.add_argument("--merged", type=Path, default=Path("models/export/merged"), help="for Q4_K_M")
     ap.add_argument("--bfcl", type=Path, default=Path("data/bfcl"))
     ap.add_argument("--validation", type=Path, default=Path("data/filtered/validation.parquet"))
     ap.add_argument("--prompts", type=int, default=60)
@@ -98,6 +169,10 @@ def main() -> None:
                       "tokens_per_s": round(jax_tokens / jax_seconds, 1)}}
     ids = [[gemma.BOS] + tok.encode(x) for x in prompts]
     for file_type in args.types:
+        if file_type == "Q4_K_M":
+            result["Q4_K_M file"] = write_like_base(args.merged, args.base, args.gguf / "model-Q8_0.gguf",
+                                                    args.gguf / "model-Q4_K_M.gguf")
+            print(f"Q4_K_M file: {json.dumps(result['Q4_K_M file'])}", flush=True)
         texts, ended, tokens, seconds = llama_generate(args.gguf / f"model-{file_type}.gguf", ids,
                                                        args.max_new_tokens, args.threads)
         same_calls = sum(parse_model_turn(a).calls == parse_model_turn(b).calls for a, b in zip(texts, jax_out))

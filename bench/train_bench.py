@@ -315,14 +315,17 @@ def run_worker(a, system: str, seq: int, batch: int, data: Path) -> dict | None:
            str(a.rank), "--alpha", str(a.alpha), "--dtype", a.dtype]
     if a.peak_tflops:
         cmd += ["--peak-tflops", str(a.peak_tflops)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")  # JAX's default 0.75 would cap the batch sweep
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         raise SystemExit(f"{system} at seq {seq}, batch {batch} failed:\n{proc.stderr[-4000:]}")
     out = json.loads(line[len("RESULT "):])
-    return None if out.get("oom") else out
+    if out.get("oom"):  # another process holding the device's memory reads the same: say what XLA or torch said
+        print(f"  {system} at seq {seq}, batch {batch}: out of memory: {out['error']}", file=sys.stderr, flush=True)
+        return None
+    return out
 
 
 def sweep(a, system: str, seq: int, data: Path) -> dict:
@@ -350,7 +353,7 @@ def worker(a) -> dict:
     except Exception as e:  # out of memory is an answer in a batch sweep; anything else is a failure
         if not is_oom(e):
             raise
-        return {"system": a.worker, "seq": a.seq, "batch": a.batch, "oom": True}
+        return {"system": a.worker, "seq": a.seq, "batch": a.batch, "oom": True, "error": str(e)[:600]}
 
 
 def parser() -> argparse.ArgumentParser:

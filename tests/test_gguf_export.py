@@ -296,3 +296,20 @@ def test_the_call_command_runs_a_gguf_in_llama_cpp(ggufs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     message = json.loads(proc.stdout)
     assert message["role"] == "assistant" and ("tool_calls" in message or isinstance(message["content"], str))
+
+
+def test_ggml_quantizer_for_the_q4_k_m_measurement():
+    """bench/gguf_agreement.py quantizes K-quants with ggml's own code (ctypes into xllamacpp's library): it writes
+    exactly what the gguf package writes where both can (Q8_0, Q5_0), and K-quants that decode close to the input."""
+    pytest.importorskip("xllamacpp", reason="llama.cpp checks need xllamacpp: pip install xllamacpp")
+    import gguf
+
+    from bench.gguf_agreement import ggml_quantizer
+
+    quantize, qtype = ggml_quantizer(), gguf.GGMLQuantizationType
+    w = np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32)
+    for t in (qtype.Q8_0, qtype.Q5_0):
+        assert np.array_equal(quantize(w, t), gguf.quants.quantize(w, t)), t.name
+    for t, bound in ((qtype.Q6_K, 0.03), (qtype.Q4_K, 0.1)):
+        error = np.linalg.norm(gguf.quants.dequantize(quantize(w, t), t) - w) / np.linalg.norm(w)
+        assert 0 < error < bound, (t.name, error)
