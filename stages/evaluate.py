@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from gemma_toolcall import bfcl, failures, model as gemma
 from gemma_toolcall.dataset import toucan
-from gemma_toolcall.decoding import sampling
+from gemma_toolcall.decoding import call_grammar, sampling
 from gemma_toolcall.standin.sft import row_kind
 from gemma_toolcall.chat_format import BOS, parse_model_turn, render_prompt
 from gemma_toolcall.params import load_section, value
@@ -97,7 +97,7 @@ def heldout_cases(validation: Path, p: EvaluateParams, style: str) -> tuple[list
     return cases, skipped
 
 
-RUNAWAY_DIGITS = 12  # a value with more digits than this is a number that never ended, not one a question states
+RUNAWAY_DIGITS = call_grammar.MAX_NUMBER_DIGITS  # more digits: a number that never ended (unconstrained decoding)
 _LONG_DIGITS = re.compile(r"\d{%d,}" % (RUNAWAY_DIGITS + 1))
 
 

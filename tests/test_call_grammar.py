@@ -7,7 +7,7 @@ from gemma_toolcall import model as gemma
 from gemma_toolcall.dataset import toucan
 from gemma_toolcall.decoding import sampling
 from gemma_toolcall.standin import sft as standin_sft
-from gemma_toolcall.decoding.call_grammar import FREE, CallGrammar, token_allowed
+from gemma_toolcall.decoding.call_grammar import FREE, MAX_NUMBER_DIGITS, CallGrammar, token_allowed
 from gemma_toolcall.chat_format import CALL_OPEN, parse_model_turn, render_model_turn, render_prompt
 from gemma_toolcall.dataset.toucan import ToolCall
 
@@ -209,3 +209,20 @@ def test_a_number_ends_where_the_model_wants_a_unit(unit):
     out = decode_preferring(v, wants)
     (call,) = parse_model_turn(out).calls
     assert call.arguments["max_cost"] == 50 and call.arguments.get("days", 3) == 3, out
+
+
+def test_a_number_the_model_never_ends_stops_at_the_digit_cap():
+    """A model that wants one more `0` after every digit (`"time": 4000000...`): the number ends at
+    MAX_NUMBER_DIGITS digits, the call closes, and evaluate does not count a runaway value."""
+    from stages.evaluate import runaway_value
+
+    v = ScriptedVocabulary([OPEN, "4", "0", "}}", "\n</tool_call>"])
+    wants = {"": OPEN, OPEN: "4", "4": "0", "0": "0", "}}": "\n</tool_call>", "</tool_call>": "}}"}
+    out = decode_preferring(v, wants)
+    (call,) = parse_model_turn(out).calls
+    assert call.arguments["max_cost"] == 4 * 10 ** (MAX_NUMBER_DIGITS - 1), out
+    assert not runaway_value(out, [{"name": call.name, "arguments": call.arguments}])
+    grammar = CallGrammar(UNITS)
+    assert grammar.feed(FREE, OPEN + "1" * MAX_NUMBER_DIGITS) is not None
+    assert grammar.feed(FREE, OPEN + "1" * (MAX_NUMBER_DIGITS + 1)) is None
+    assert grammar.feed(FREE, OPEN + "1." + "1" * (MAX_NUMBER_DIGITS - 1) + "e123") is not None

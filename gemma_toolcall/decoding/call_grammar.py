@@ -43,6 +43,9 @@ _DIGITS = frozenset(string.digits)
 _HEX = frozenset(string.hexdigits)
 FREE = (("free", ""),)  # the state at the start of a model turn
 _CLOSING_LIMIT = 4096  # characters: a closing longer than this is a schema that nests required objects without end
+# Digits a number may hold (before its exponent). A question states no longer number; a small model that keeps
+# choosing the next digit (`"time": 4000000...` for "4 seconds") writes one that never ends, so the grammar ends it.
+MAX_NUMBER_DIGITS = 12
 
 
 def _alternatives(schema) -> list | None:
@@ -142,8 +145,9 @@ class CallGrammar:
                 return rest + ((("hex", frame[1] - 1),) if frame[1] > 1 else (("str",),))
             if kind == "num":
                 phase = _number_phase(frame[1], ch, integer=frame[2])
-                if phase is not None:
-                    return rest + (("num", phase, frame[2]),)
+                digits = frame[3] + (ch in _DIGITS and phase in ("zero", "int", "frac"))
+                if phase is not None and digits <= MAX_NUMBER_DIGITS:
+                    return rest + (("num", phase, frame[2], digits),)
                 if frame[1] not in ("zero", "int", "frac", "exp"):
                     return None
                 stack = rest
@@ -270,7 +274,7 @@ class CallGrammar:
             return rest + (("str",),)
         if (ch == "-" or ch in _DIGITS) and (allows("integer") or allows("number")):
             integer = not allows("number")
-            return rest + (("num", _number_phase("start", ch, integer), integer),)
+            return rest + (("num", _number_phase("start", ch, integer), integer, int(ch in _DIGITS)),)
         if ch in "tf" and allows("boolean"):
             return self._char(rest + (("enum", ("true", "false"), ""),), ch)
         if ch == "n" and allows("null"):
