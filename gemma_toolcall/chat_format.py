@@ -117,21 +117,18 @@ def _members(text: str, pos: int):
 
 
 def argument_ends(turn: str) -> list[int]:
-    """Where a rendered model turn decides how many arguments a call states and how many calls it makes: the
-    offset of the character after each argument's value (the `,` before the next one, or the `}` that closes them)
-    and after each call (the next call, or the end of the turn). Training can weigh those tokens more: a missing
-    argument, and one call where the question asks for several, are a small tuned model's commonest failures."""
+    """Where a rendered model turn decides how many arguments a call states: the offset of the character after
+    each argument's value (the `,` before the next one, or the `}` that closes them). Training can weigh those
+    tokens more: a missing argument is the commonest failure of a small tuned model."""
     ends = []
     for block in _CALL_BLOCK.finditer(turn):
         call, offset = block.group(1), block.start(1)
-        if block.end() < len(turn):
-            ends.append(block.end())
         try:
             args_at = next(start for key, start, _ in _members(call, _SPACE.match(call).end()) if key == "args")
             ends += [offset + _SPACE.match(call, end).end() for _, _, end in _members(call, args_at)]
         except (StopIteration, ValueError, IndexError):
             continue  # not a call render_model_turn writes: nothing to weigh
-    return sorted(ends)
+    return ends
 
 
 def _result_value(content: str):

@@ -38,9 +38,8 @@ def tokenize_example(tok: gemma.Tokenizer, text: str, spans, decision_weight: in
 
     The first token of the first model turn weighs `decision_weight`: there the model decides whether to call a
     tool (with `render.call_text: drop` a calling turn opens with `<tool_call>`), one token against the dozens of
-    the call or answer that follow it. The token after each call argument's value, and after each call, weighs
-    `argument_weight`: there it decides whether to state another argument or close the call, and whether to write
-    another call or end the turn (see `chat_format.argument_ends`)."""
+    the call or answer that follow it. The token after each call argument's value weighs `argument_weight`: there
+    it decides whether to state another argument or close the call (see `chat_format.argument_ends`)."""
     ids, mask, pos = [], [], 0
     if text.startswith("<bos>"):
         ids, mask, pos = [gemma.BOS], [0], len("<bos>")

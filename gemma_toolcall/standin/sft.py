@@ -105,7 +105,7 @@ ROW_KINDS = ("single_call", "sequential", "parallel_different_tools", "irrelevan
              "nested_value", "paraphrased")
 NEAR_MISS_SHARE = 0.4  # of `irrelevant` rows: the request is about the offered tools' own subject
 # Of the rows that ask for one tool: the kinds their request is built for (the rest: single_call, or paraphrased).
-ONE_TOOL_KINDS = {"parallel_same_tool": 0.16, "parallel_array": 0.05, "missing_value": 0.08, "multi_part_value": 0.08,
+ONE_TOOL_KINDS = {"parallel_same_tool": 0.12, "parallel_array": 0.05, "missing_value": 0.06, "multi_part_value": 0.08,
                   "reformatted_value": 0.09, "optional_stated": 0.06, "nested_value": 0.04}
 PARAPHRASE_SHARE = 0.25  # of requests for a tool: worded away from its description (phrasing.paraphrase)
 KIND_MARK = "5714d1"  # a stand-in uuid ends with this and its kind's index, two hex digits

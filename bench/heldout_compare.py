@@ -1,0 +1,47 @@
+"""Several adapters on the same held-out rows, by kind: a training change judged on one set of rows, not on each
+run's own (a changed stand-in gives each run other held-out rows).
+
+    python bench/heldout_compare.py --lora models/lora --lora ../run16/models/lora --out compare.json
+
+Run in a workspace whose `data/filtered/validation.parquet` holds the rows to compare on; it reads params.yaml's
+`evaluate` section (heldout_limit, max_new_tokens, batch_size, constrained) and render.json_style, as the evaluate
+stage does, and decodes only the held-out rows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gemma_toolcall import bfcl, model as gemma  # noqa: E402
+from gemma_toolcall.params import load_section, value  # noqa: E402
+from stages import evaluate  # noqa: E402
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lora", type=Path, action="append", required=True, help="an adapter folder; repeat to compare")
+    ap.add_argument("--base", type=Path, default=Path("models/base"))
+    ap.add_argument("--validation", type=Path, default=Path("data/filtered/validation.parquet"))
+    ap.add_argument("--bfcl", type=Path, default=Path("data/bfcl"))
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    p, style = load_section("evaluate", evaluate.EvaluateParams), value("render.json_style")
+    cases, skipped = evaluate.heldout_cases(args.validation, p, style)
+    tok = gemma.Tokenizer(args.base / "tokenizer.model")
+    out = {"validation": str(args.validation), "rows": len(cases), "skipped_malformed": skipped, "adapters": {}}
+    for lora in args.lora:
+        _, tuned, config = gemma.load_tuned(args.base, lora)
+        metrics, _ = evaluate.evaluate_model(str(lora), tuned, config, tok, cases, p, bfcl.Scorer(args.bfcl))
+        out["adapters"][str(lora)] = {**metrics["heldout"], "runaway_values": metrics["runaway_values"],
+                                      "ended_turn": metrics["ended_turn"], "seconds": metrics["seconds"]}
+        print(json.dumps({str(lora): out["adapters"][str(lora)]["by_kind"]}, indent=1), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
