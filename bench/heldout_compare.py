@@ -31,11 +31,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     p, style = load_section("evaluate", evaluate.EvaluateParams), value("render.json_style")
     cases, skipped = evaluate.heldout_cases(args.validation, p, style)
-    tok = gemma.Tokenizer(args.base / "tokenizer.model")
+    tok, scorer = gemma.Tokenizer(args.base / "tokenizer.model"), bfcl.Scorer(args.bfcl)
     out = {"validation": str(args.validation), "rows": len(cases), "skipped_malformed": skipped, "adapters": {}}
     for lora in args.lora:
         _, tuned, config = gemma.load_tuned(args.base, lora)
-        metrics, _ = evaluate.evaluate_model(str(lora), tuned, config, tok, cases, p, bfcl.Scorer(args.bfcl))
+        metrics, _ = evaluate.evaluate_model(str(lora), tuned, config, tok, cases, p, scorer)
         out["adapters"][str(lora)] = {**metrics["heldout"], "runaway_values": metrics["runaway_values"],
                                       "ended_turn": metrics["ended_turn"], "seconds": metrics["seconds"]}
         print(json.dumps({str(lora): out["adapters"][str(lora)]["by_kind"]}, indent=1), flush=True)
