@@ -175,6 +175,9 @@ class ScriptedVocabulary:
     def encode(self, text):
         return [2] * len(text)  # only its length is read: the budget below is never short
 
+    def decode(self, ids):
+        return "".join(self.texts[t] or "" for t in ids)
+
 
 UNITS = [{"name": "plan", "parameters": {"type": "object", "properties": {
     "max_cost": {"type": "number"}, "days": {"type": "integer"}}, "required": ["max_cost"]}}]
@@ -226,3 +229,25 @@ def test_a_number_the_model_never_ends_stops_at_the_digit_cap():
     assert grammar.feed(FREE, OPEN + "1" * MAX_NUMBER_DIGITS) is not None
     assert grammar.feed(FREE, OPEN + "1" * (MAX_NUMBER_DIGITS + 1)) is None
     assert grammar.feed(FREE, OPEN + "1." + "1" * (MAX_NUMBER_DIGITS - 1) + "e123") is not None
+
+
+@pytest.mark.parametrize("second, calls", [(6, [5, 6]), (5, [5])])
+def test_a_turn_never_repeats_a_call(second, calls):
+    """A model that writes `plan(max_cost=5)`, then a second call, then ends its turn: a second call with another
+    value stays; the same call again is dropped, and the row stops there (a turn the model did not end)."""
+    import numpy as np
+
+    first = '<tool_call>\n{"name": "plan", "args": {"max_cost": 5}}'
+    again = f'<tool_call>\n{{"name": "plan", "args": {{"max_cost": {second}}}}}'
+    v = ScriptedVocabulary([first, again, "\n</tool_call>", "\n"])
+    script = [first, "\n</tool_call>", "\n", again, "\n</tool_call>", "\n"]
+    rows = sampling._Rows([CallGrammar(UNITS)], ["<start_of_turn>model\n"], v, 64)
+    for piece in script + [None]:
+        if rows.all_done():
+            break
+        logits = np.zeros(len(v.texts), np.float32)
+        logits[1 if piece is None else v.id(piece)] = 1.0  # None: the model ends its turn
+        rows.pick(np.array([int(logits.argmax())]), logits[None])
+    out = v.decode(rows.out[0])
+    assert [c.arguments["max_cost"] for c in parse_model_turn(out).calls] == calls, out
+    assert rows.all_done() and rows.repeat_cut[0] == (second == 5)

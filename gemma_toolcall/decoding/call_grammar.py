@@ -46,6 +46,7 @@ _CLOSING_LIMIT = 4096  # characters: a closing longer than this is a schema that
 # Digits a number may hold (before its exponent). A question states no longer number; a small model that keeps
 # choosing the next digit (`"time": 4000000...` for "4 seconds") writes one that never ends, so the grammar ends it.
 MAX_NUMBER_DIGITS = 12
+NUMBER_MAY_END = frozenset({"zero", "int", "frac", "exp"})  # number phases at which the number is whole
 
 
 def _alternatives(schema) -> list | None:
@@ -148,7 +149,7 @@ class CallGrammar:
                 digits = frame[3] + (ch in _DIGITS and phase in ("zero", "int", "frac"))
                 if phase is not None and digits <= MAX_NUMBER_DIGITS:
                     return rest + (("num", phase, frame[2], digits),)
-                if frame[1] not in ("zero", "int", "frac", "exp"):
+                if frame[1] not in NUMBER_MAY_END:
                     return None
                 stack = rest
                 continue
@@ -203,7 +204,7 @@ class CallGrammar:
         if kind == "hex":
             return "0"
         if kind == "num":
-            return self._closing_char(rest) if frame[1] in ("zero", "int", "frac", "exp") else "0"
+            return self._closing_char(rest) if frame[1] in NUMBER_MAY_END else "0"
         if kind == "value":
             schema = frame[1]
             alternatives = _alternatives(schema)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import functools
 
-from gemma_toolcall.decoding.call_grammar import FREE, CallGrammar, token_allowed
-from gemma_toolcall.chat_format import START
+from gemma_toolcall.decoding.call_grammar import FREE, NUMBER_MAY_END, CallGrammar, token_allowed
+from gemma_toolcall.chat_format import START, parse_model_turn
 from gemma_toolcall.model import EOS, Tokenizer
 
 MODEL_TURN = f"{START}model\n"
@@ -86,7 +86,7 @@ class TokenTexts:
             else:
                 self.texts.append(piece.replace("\u2581", " "))
         self.stops = frozenset({EOS, tokenizer.end_of_turn})
-        self.encode = tokenizer.encode
+        self.encode, self.decode = tokenizer.encode, tokenizer.decode
 
 
 def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: int, grammars: list,
@@ -113,11 +113,17 @@ def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: i
     if not rows.all_done() and max_new_tokens > 1:
         jax.block_until_ready(decode(sampler._flattened_transformer_state, state, jnp.asarray(first),
                                      jnp.int32(max_new_tokens - 1)))
-    return [(tokenizer.decode(o), d, c) for o, d, c in zip(rows.out, rows.done, rows.changed)]
+    return [(tokenizer.decode(o), d and not cut, c + cut)
+            for o, d, c, cut in zip(rows.out, rows.done, rows.changed, rows.repeat_cut)]
 
 
 class _Rows:
-    """The host side of constrained decoding for one batch: each row's tokens, grammar state and whether it ended."""
+    """The host side of constrained decoding for one batch: each row's tokens, grammar state and whether it ended.
+
+    A turn never repeats a call: where a row closes a call equal to one it wrote before (name and arguments), that
+    call is dropped and the row stops there. Greedy decoding that repeats a call has lost its place (the next call
+    would repeat it again), and a repeated call is never what a question asks. Such a row counts as not having
+    ended its turn (the model did not end it), and its end as one token the grammar changed."""
 
     def __init__(self, grammars: list, batch: list[str], vocabulary: TokenTexts, budget: int):
         self.grammars, self.vocabulary, self.budget = grammars, vocabulary, budget
@@ -128,6 +134,11 @@ class _Rows:
         self.out = [[] for _ in batch]
         self.done, self.changed = [False] * len(batch), [0] * len(batch)
         self.closing = [[] for _ in batch]  # token ids of a closing being written (`_closing`)
+        # Where each row's open call starts: (text of it in the prompt, index in `out` of its first token).
+        self.call_start = [(text.rsplit(MODEL_TURN, 1)[-1], 0) if s is not None and g.in_call(s) else None
+                           for g, s, text in zip(grammars, self.states, batch)]
+        self.calls = [[] for _ in batch]  # the calls each row has written
+        self.repeat_cut = [False] * len(batch)
 
     def all_done(self) -> bool:
         return all(self.done)
@@ -141,7 +152,23 @@ class _Rows:
                 continue
             self.out[r].append(t)
             if self.states[r] is not None:
-                self.states[r] = token_allowed(self.grammars[r], self.states[r], self.vocabulary.texts[t])
+                before = self.states[r]
+                self.states[r] = token_allowed(self.grammars[r], before, self.vocabulary.texts[t])
+                if self.states[r] is not None and self.grammars[r].in_call(before) != \
+                        self.grammars[r].in_call(self.states[r]):
+                    self._call_edge(r)
+
+    def _call_edge(self, r: int) -> None:
+        """The row's last token opened or closed a call: note where it opened, or check the closed one."""
+        if self.grammars[r].in_call(self.states[r]):
+            self.call_start[r] = ("", len(self.out[r]) - 1)
+            return
+        prompt_text, start = self.call_start[r]
+        calls = parse_model_turn(prompt_text + self.vocabulary.decode(self.out[r][start:])).calls
+        if calls and calls[-1] in self.calls[r]:
+            del self.out[r][start:]
+            self.done[r] = self.repeat_cut[r] = True
+        self.calls[r].extend(calls[-1:])
 
     def pick(self, greedy, logits):
         """The next token of each row (the greedy one unless the grammar refuses it, or the call must close to fit
@@ -199,7 +226,7 @@ def _best_allowed(grammar: CallGrammar, state: tuple, logits, vocabulary: TokenT
     end here, a token that ends it comes before one that adds a digit: the refused token was no digit (a unit, `$`,
     a word), so the model meant the number to end, and the next most likely digit would start a runaway value
     (`"days": 3000000...` for "3 days")."""
-    ending = state[-1][0] == "num" and state[-1][1] in ("zero", "int", "frac", "exp")
+    ending = state[-1][0] == "num" and state[-1][1] in NUMBER_MAY_END
     digit = None
     for t in _by_logit(logits):
         if not _allowed(grammar, state, t, vocabulary):
