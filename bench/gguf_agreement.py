@@ -112,16 +112,14 @@ def write_like_base(merged: Path, base: Path, template: Path, out: Path) -> dict
                 kind = gguf_export.KINDS.get(name.split(".")[-2])
                 if kind:
                     before = np.asarray(f.get_tensor(hf), np.float32)
-                    rows = np.flatnonzero((w != before).any(axis=1)) if kind == "token_rows" else slice(None)
-                    delta = (w - before)[rows].astype(np.float64)
-                    kept = (gguf.quants.dequantize(data, t) - before)[rows].astype(np.float64)
-                    s = sums.setdefault(kind, np.zeros(3))
-                    s += [np.sum(kept * delta), np.sum(kept ** 2), np.sum(delta ** 2)]
+                    rows = gguf_export.updated_rows(kind, before, w)
+                    decoded = gguf.quants.dequantize(data, t)[rows]
+                    sums[kind] = sums.get(kind, 0.0) + gguf_export.update_sums(before[rows], w[rows], decoded)
                 yield name, data, t
 
     counts = gguf_export.write_file(out, meta, tensors())
     return {"bytes": out.stat().st_size, "tensors": counts,
-            "kept": {k: round(float(d / np.sqrt(k2 * d2)), 4) if k2 and d2 else None for k, (d, k2, d2) in sums.items()}}
+            "kept": {k: gguf_export.kept_share(v) for k, v in sums.items()}}
 
 
 def scores(cases, outputs, ended, scorer) -> dict:

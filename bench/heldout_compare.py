@@ -1,7 +1,11 @@
 """Several adapters on the same held-out rows, by kind: a training change judged on one set of rows, not on each
-run's own (a changed stand-in gives each run other held-out rows).
+run's own (a changed stand-in gives each run other held-out rows). `--bfcl-category` adds that BFCL category's
+questions (as many as params.yaml's `evaluate.limit` takes); `--max-new-tokens` sets the decoding budget instead of
+params.yaml's.
 
     python bench/heldout_compare.py --lora models/lora --lora ../run16/models/lora --out compare.json
+    python bench/heldout_compare.py --lora models/lora --heldout-limit 0 --bfcl-category parallel \
+        --max-new-tokens 256 --out budget.json
 
 Run in a workspace whose `data/filtered/validation.parquet` holds the rows to compare on; it reads params.yaml's
 `evaluate` section (heldout_limit, max_new_tokens, batch_size, constrained) and render.json_style, as the evaluate
@@ -10,6 +14,7 @@ stage does, and decodes only the held-out rows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,18 +32,29 @@ def main(argv=None) -> None:
     ap.add_argument("--base", type=Path, default=Path("models/base"))
     ap.add_argument("--validation", type=Path, default=Path("data/filtered/validation.parquet"))
     ap.add_argument("--bfcl", type=Path, default=Path("data/bfcl"))
+    ap.add_argument("--bfcl-category", action="append", default=[], help="also this BFCL category; repeat for more")
+    ap.add_argument("--heldout-limit", type=int, help="held-out rows (default: params.yaml's; 0: none)")
+    ap.add_argument("--max-new-tokens", type=int, help="the decoding budget (default: params.yaml's)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     p, style = load_section("evaluate", evaluate.EvaluateParams), value("render.json_style")
-    cases, skipped = evaluate.heldout_cases(args.validation, p, style)
+    if args.max_new_tokens is not None:
+        p = dataclasses.replace(p, max_new_tokens=args.max_new_tokens)
+    cases, skipped = ([], 0) if args.heldout_limit == 0 else \
+        evaluate.heldout_cases(args.validation, dataclasses.replace(p, heldout_limit=args.heldout_limit or
+                                                                    p.heldout_limit), style)
+    cases = evaluate.bfcl_cases(args.bfcl, dataclasses.replace(p, categories=tuple(args.bfcl_category)), style) + cases
     tok, scorer = gemma.Tokenizer(args.base / "tokenizer.model"), bfcl.Scorer(args.bfcl)
-    out = {"validation": str(args.validation), "rows": len(cases), "skipped_malformed": skipped, "adapters": {}}
+    out = {"validation": str(args.validation), "rows": len(cases), "skipped_malformed": skipped,
+           "max_new_tokens": p.max_new_tokens, "adapters": {}}
     for lora in args.lora:
         _, tuned, config = gemma.load_tuned(args.base, lora)
         metrics, _ = evaluate.evaluate_model(str(lora), tuned, config, tok, cases, p, scorer)
-        out["adapters"][str(lora)] = {**metrics["heldout"], "runaway_values": metrics["runaway_values"],
-                                      "ended_turn": metrics["ended_turn"], "seconds": metrics["seconds"]}
-        print(json.dumps({str(lora): out["adapters"][str(lora)]["by_kind"]}, indent=1), flush=True)
+        out["adapters"][str(lora)] = {**metrics["heldout"], "bfcl": metrics["bfcl"],
+                                      "runaway_values": metrics["runaway_values"], "ended_turn": metrics["ended_turn"],
+                                      "seconds": metrics["seconds"]}
+        print(json.dumps({str(lora): {"bfcl": metrics["bfcl"], **out["adapters"][str(lora)]["by_kind"]}}, indent=1),
+              flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
 

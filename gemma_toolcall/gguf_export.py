@@ -344,39 +344,49 @@ def update_share(merged_dir: Path, base_dir: Path, file_types=FILE_TYPES) -> dic
     W_gguf is what write_gguf writes (encode_tensor), decoded. None where a kind has no update."""
     from safetensors import safe_open
 
-    sums: dict[str, dict[str, float]] = {}
+    sums: dict[str, dict] = {}
     with safe_open(str(Path(base_dir) / "model.safetensors"), framework="flax") as base:
         for gguf_name, hf, merged in merged_tensors(merged_dir):
             kind = KINDS.get(gguf_name.split(".")[-2])
             if kind is None:
                 continue
             before = np.asarray(base.get_tensor(hf), np.float32)
-            if kind == "token_rows":
-                rows = np.flatnonzero((merged != before).any(axis=1))
-                merged, before = merged[rows], before[rows]
-            delta = merged - before
+            rows = updated_rows(kind, before, merged)
+            merged, before = merged[rows], before[rows]
             s = sums.setdefault(kind, {"base": 0.0, "delta": 0.0})
             s["base"] += float(np.sum(before.astype(np.float64) ** 2))
-            s["delta"] += float(np.sum(delta.astype(np.float64) ** 2))
+            s["delta"] += float(np.sum((merged - before).astype(np.float64) ** 2))
             for ft in file_types:
-                if delta.size == 0:
-                    continue
-                decoded = decode_tensor(gguf_name, *encode_tensor(gguf_name, merged, ft))
-                kept = (decoded - before).astype(np.float64)
-                s[f"dot {ft}"] = s.get(f"dot {ft}", 0.0) + float(np.sum(kept * delta))
-                s[f"kept {ft}"] = s.get(f"kept {ft}", 0.0) + float(np.sum(kept ** 2))
-                s[f"err {ft}"] = s.get(f"err {ft}", 0.0) + float(np.sum((decoded - merged).astype(np.float64) ** 2))
+                if merged.size:
+                    decoded = decode_tensor(gguf_name, *encode_tensor(gguf_name, merged, ft))
+                    s[ft] = s.get(ft, 0.0) + update_sums(before, merged, decoded)
     order = [k for k in KINDS.values() if k in sums]
-    out = {"relative_update": {k: _round(np.sqrt(sums[k]["delta"] / sums[k]["base"]) if sums[k]["base"] else None)
-                               for k in order},
-           "kept": {}, "error": {}}
-    for ft in file_types:
-        out["kept"][ft] = {k: _round(s[f"dot {ft}"] / np.sqrt(s[f"kept {ft}"] * s["delta"])
-                                     if s["delta"] and s.get(f"kept {ft}") else None)
-                           for k, s in ((k, sums[k]) for k in order)}
-        out["error"][ft] = {k: _round(np.sqrt(s[f"err {ft}"] / s["delta"]) if s["delta"] else None)
-                            for k, s in ((k, sums[k]) for k in order)}
-    return out
+    return {"relative_update": {k: _round(np.sqrt(sums[k]["delta"] / sums[k]["base"]) if sums[k]["base"] else None)
+                                for k in order},
+            "kept": {ft: {k: kept_share(sums[k].get(ft)) for k in order} for ft in file_types},
+            "error": {ft: {k: _round(np.sqrt(sums[k][ft][3] / sums[k]["delta"])) if sums[k]["delta"] else None
+                           for k in order} for ft in file_types}}
+
+
+def updated_rows(kind: str, before: np.ndarray, merged: np.ndarray):
+    """The rows of a tensor an update is measured on: for the embedding, only the token rows it changed."""
+    return np.flatnonzero((merged != before).any(axis=1)) if kind == "token_rows" else slice(None)
+
+
+def update_sums(before: np.ndarray, merged: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+    """One tensor's sums, to add over tensors: kept·Δ, kept², Δ² and (decoded - merged)², where Δ = merged - base
+    is the update and kept = decoded - base what a file's encoding keeps of it."""
+    delta = (merged - before).astype(np.float64)
+    kept = (decoded - before).astype(np.float64)
+    return np.array([np.sum(kept * delta), np.sum(kept ** 2), np.sum(delta ** 2),
+                     np.sum((decoded - merged).astype(np.float64) ** 2)])
+
+
+def kept_share(sums) -> float | None:
+    """The cosine of the kept update with the update, from `update_sums` added over tensors."""
+    if sums is None or not sums[1] or not sums[2]:
+        return None
+    return _round(sums[0] / np.sqrt(sums[1] * sums[2]))
 
 
 def _round(x):
