@@ -167,7 +167,7 @@ class ScriptedVocabulary:
 
     def __init__(self, pieces):
         self.texts = [None, None, *pieces] + [f"zz{i}" for i in range(100)]  # 0: <eos>, 1: <end_of_turn>
-        self.stops = frozenset({0, 1})
+        self.stops, self.end = frozenset({0, 1}), 1
 
     def id(self, piece):
         return self.texts.index(piece)
@@ -250,4 +250,18 @@ def test_a_turn_never_repeats_a_call(second, calls):
         rows.pick(np.array([int(logits.argmax())]), logits[None])
     out = v.decode(rows.out[0])
     assert [c.arguments["max_cost"] for c in parse_model_turn(out).calls] == calls, out
-    assert rows.all_done() and rows.repeat_cut[0] == (second == 5)
+    assert rows.all_done() and rows.cut[0] == (second == 5)
+
+
+@pytest.mark.parametrize("budget, opened", [(10, False), (64, True)])
+def test_a_call_is_opened_only_where_it_fits_the_budget(budget, opened):
+    """With fewer tokens left than the shortest whole call needs, the turn ends instead of opening a call that
+    would be cut off (an output that does not parse)."""
+    import numpy as np
+
+    v = ScriptedVocabulary([OPEN])
+    rows = sampling._Rows([CallGrammar(UNITS)], ["<start_of_turn>model\n"], v, budget)
+    logits = np.zeros(len(v.texts), np.float32)
+    logits[v.id(OPEN)] = 1.0
+    rows.pick(np.array([v.id(OPEN)]), logits[None])
+    assert (rows.out[0] == [v.id(OPEN)]) == opened and rows.cut[0] == (not opened) and rows.all_done() != opened

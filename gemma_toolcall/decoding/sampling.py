@@ -85,7 +85,7 @@ class TokenTexts:
                 self.texts.append(chr(byte) if byte < 0x80 else None)
             else:
                 self.texts.append(piece.replace("\u2581", " "))
-        self.stops = frozenset({EOS, tokenizer.end_of_turn})
+        self.stops, self.end = frozenset({EOS, tokenizer.end_of_turn}), tokenizer.end_of_turn
         self.encode, self.decode = tokenizer.encode, tokenizer.decode
 
 
@@ -114,7 +114,7 @@ def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: i
         jax.block_until_ready(decode(sampler._flattened_transformer_state, state, jnp.asarray(first),
                                      jnp.int32(max_new_tokens - 1)))
     return [(tokenizer.decode(o), d and not cut, c + cut)
-            for o, d, c, cut in zip(rows.out, rows.done, rows.changed, rows.repeat_cut)]
+            for o, d, c, cut in zip(rows.out, rows.done, rows.changed, rows.cut)]
 
 
 class _Rows:
@@ -122,8 +122,9 @@ class _Rows:
 
     A turn never repeats a call: where a row closes a call equal to one it wrote before (name and arguments), that
     call is dropped and the row stops there. Greedy decoding that repeats a call has lost its place (the next call
-    would repeat it again), and a repeated call is never what a question asks. Such a row counts as not having
-    ended its turn (the model did not end it), and its end as one token the grammar changed."""
+    would repeat it again), and a repeated call is never what a question asks. A row a rule stops (this, or a call
+    that would not fit the budget) is `cut`: it counts as not having ended its turn, since the model did not end
+    it, and its end as one token the grammar changed."""
 
     def __init__(self, grammars: list, batch: list[str], vocabulary: TokenTexts, budget: int):
         self.grammars, self.vocabulary, self.budget = grammars, vocabulary, budget
@@ -138,7 +139,7 @@ class _Rows:
         self.call_start = [(text.rsplit(MODEL_TURN, 1)[-1], 0) if s is not None and g.in_call(s) else None
                            for g, s, text in zip(grammars, self.states, batch)]
         self.calls = [[] for _ in batch]  # the calls each row has written
-        self.repeat_cut = [False] * len(batch)
+        self.cut = [False] * len(batch)  # rows a rule stopped, not the model
 
     def all_done(self) -> bool:
         return all(self.done)
@@ -167,7 +168,7 @@ class _Rows:
         calls = parse_model_turn(prompt_text + self.vocabulary.decode(self.out[r][start:])).calls
         if calls and calls[-1] in self.calls[r]:
             del self.out[r][start:]
-            self.done[r] = self.repeat_cut[r] = True
+            self.done[r] = self.cut[r] = True
         self.calls[r].extend(calls[-1:])
 
     def pick(self, greedy, logits):
@@ -178,8 +179,12 @@ class _Rows:
         token = np.array(greedy, dtype=np.int32)
         for r in range(len(token)):
             grammar, state = self.grammars[r], self.states[r]
-            if self.done[r] or state is None or not grammar.in_call(state):
-                continue  # outside a call every token is allowed; a row the grammar lost decodes freely
+            if self.done[r] or state is None:
+                continue  # a row the grammar lost decodes freely
+            if not grammar.in_call(state):  # outside a call every token is allowed, but a call must fit
+                if not self._leaves_room(r, int(token[r])):
+                    token[r], self.changed[r], self.cut[r] = self.vocabulary.end, self.changed[r] + 1, True
+                continue
             choice = self._closing(r) if self.closing[r] else None
             if choice is None:
                 choice = token[r]
@@ -199,7 +204,8 @@ class _Rows:
 
     # The budget: a row inside a call always keeps room for the call's shortest closing (`CallGrammar.closing`)
     # and one token to end its turn. When the token it would write next leaves less, it writes that closing
-    # instead. Without it a row caught in a value (a string the model never closes, an array of one number
+    # instead; a row that would open a call with less room left ends its turn there (a rule's end, not the
+    # model's: `cut`), since the call could not be written whole. Without it a row caught in a value (a string the model never closes, an array of one number
     # repeated) ran out of tokens inside the call: no call, and no end of turn. Whether to end the turn after the
     # call stays the model's.
 
