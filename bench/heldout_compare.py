@@ -36,6 +36,7 @@ def main(argv=None) -> None:
     ap.add_argument("--heldout-limit", type=int, help="held-out rows (default: params.yaml's; 0: none)")
     ap.add_argument("--max-new-tokens", type=int, help="the decoding budget (default: params.yaml's)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--samples", type=Path, help="also every output, one JSON line each, tagged by adapter")
     args = ap.parse_args(argv)
     p, style = load_section("evaluate", evaluate.EvaluateParams), value("render.json_style")
     if args.max_new_tokens is not None:
@@ -47,9 +48,11 @@ def main(argv=None) -> None:
     tok, scorer = gemma.Tokenizer(args.base / "tokenizer.model"), bfcl.Scorer(args.bfcl)
     out = {"validation": str(args.validation), "rows": len(cases), "skipped_malformed": skipped,
            "max_new_tokens": p.max_new_tokens, "adapters": {}}
+    all_samples = []
     for lora in args.lora:
         _, tuned, config = gemma.load_tuned(args.base, lora)
-        metrics, _ = evaluate.evaluate_model(str(lora), tuned, config, tok, cases, p, scorer)
+        metrics, samples = evaluate.evaluate_model(str(lora), tuned, config, tok, cases, p, scorer)
+        all_samples += samples
         out["adapters"][str(lora)] = {**metrics["heldout"], "bfcl": metrics["bfcl"],
                                       "runaway_values": metrics["runaway_values"], "ended_turn": metrics["ended_turn"],
                                       "seconds": metrics["seconds"]}
@@ -57,6 +60,9 @@ def main(argv=None) -> None:
               flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+    if args.samples:
+        args.samples.parent.mkdir(parents=True, exist_ok=True)
+        args.samples.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in all_samples))
 
 
 if __name__ == "__main__":
