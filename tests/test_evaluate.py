@@ -7,6 +7,7 @@ import pytest
 
 from conftest import stage_params
 from gemma_toolcall import bfcl, model as gemma
+from gemma_toolcall.dataset.toucan import ToolCall
 from gemma_toolcall.decoding import sampling
 from stages import evaluate, filter as filter_stage, train
 
@@ -165,3 +166,19 @@ def test_heldout_rows_are_split_by_what_they_ask():
     assert kinds("Weather for my trip", ("weather", {"city": "Oslo", "days": [1, 2]})) \
         == ["nested_value", "reformatted_value", "optional_stated"]
     assert kinds("Hello") == [] and kinds("Weather in Oslo", ("weather", {"city": "Oslo"})) == []
+
+
+def test_parallel_limits_tells_a_copied_value_from_a_shared_one():
+    from bench.parallel_limits import copies, shortest_answer
+
+    play = [{"play": {"artist": ["Taylor Swift"], "minutes": [20]}},
+            {"play": {"artist": ["Maroon 5"], "minutes": [15]}}]
+    wrote = [{"name": "play", "arguments": {"artist": "Taylor Swift", "minutes": 20}},
+             {"name": "play", "arguments": {"artist": "maroon 5", "minutes": 20}}]
+    assert copies(wrote, play)  # 20 belongs to one asked call only
+    assert not copies([wrote[0], {"name": "play", "arguments": {"artist": "Maroon 5", "minutes": 15}}], play)
+    teams = [{"win": {"team": [t], "season": [y]}} for t in ("Lakers", "Bulls") for y in (2018, 2020)]
+    shared = [{"name": "win", "arguments": {"team": "Lakers", "season": y}} for y in (2018, 2020)]
+    assert not copies(shared, teams)  # both asked Lakers calls take "Lakers"
+    assert shortest_answer([{"f": {"city": ["New York, NY", "NYC"], "unit": ["", "celsius"]}}]) == \
+        [ToolCall("f", {"city": "NYC"})]
