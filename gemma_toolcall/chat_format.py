@@ -33,7 +33,6 @@ rendered text is structure, and `parse_model_turn` inverts `render_model_turn` e
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -130,29 +129,6 @@ def argument_ends(turn: str) -> list[int]:
         except (StopIteration, ValueError, IndexError):
             continue  # not a call render_model_turn writes: nothing to weigh
     return ends
-
-
-def value_departures(turn: str) -> list[int]:
-    """Where a rendered model turn's later call to a tool departs from its earlier calls: for each argument whose
-    value differs from that argument's value in every earlier call to the same tool, the offset of the first
-    character where it differs from the closest of them. In a fan-out ("for Paris, Lyon and Nice") that is the one
-    token where the model must stop copying the call it just wrote; a small tuned model copies it whole instead."""
-    departures, earlier = [], {}
-    for block in _CALL_BLOCK.finditer(turn):
-        call, offset = block.group(1), block.start(1)
-        try:
-            members = {key: (start, end) for key, start, end in _members(call, _SPACE.match(call).end())}
-            name = json.loads(call[slice(*members["name"])])
-            args = [(key, call[start:end], offset + start) for key, start, end in _members(call, members["args"][0])]
-        except (KeyError, TypeError, ValueError, IndexError):
-            continue  # not a call render_model_turn writes: nothing to weigh
-        before = earlier.setdefault(name if isinstance(name, str) else "", [])
-        for key, value, at in args:
-            seen = [old[key] for old in before if key in old]
-            if seen and value not in seen:
-                departures.append(at + max(len(os.path.commonprefix([value, old])) for old in seen))
-        before.append(dict((key, value) for key, value, _ in args))
-    return sorted(departures)
 
 
 def _result_value(content: str):

@@ -39,9 +39,7 @@ def tokenize_example(tok: gemma.Tokenizer, text: str, spans, decision_weight: in
     The first token of the first model turn weighs `decision_weight`: there the model decides whether to call a
     tool (with `render.call_text: drop` a calling turn opens with `<tool_call>`), one token against the dozens of
     the call or answer that follow it. The token after each call argument's value weighs `argument_weight`: there
-    it decides whether to state another argument or close the call (see `chat_format.argument_ends`). So does the
-    token where a later call to the same tool departs from the earlier calls' value (`chat_format.value_departures`):
-    there it decides not to copy the call it just wrote."""
+    it decides whether to state another argument or close the call (see `chat_format.argument_ends`)."""
     ids, mask, pos = [], [], 0
     if text.startswith("<bos>"):
         ids, mask, pos = [gemma.BOS], [0], len("<bos>")
@@ -52,8 +50,8 @@ def tokenize_example(tok: gemma.Tokenizer, text: str, spans, decision_weight: in
             if is_model and argument_weight != 1:
                 piece_ids, token_ends = tok.encode_with_offsets(piece)
                 weights = [1] * len(piece_ids)
-                for at in chat_format.argument_ends(piece) + chat_format.value_departures(piece):
-                    weights[bisect.bisect_right(token_ends, at)] = argument_weight
+                for end in chat_format.argument_ends(piece):
+                    weights[bisect.bisect_right(token_ends, end)] = argument_weight
             else:
                 piece_ids = tok.encode(piece)
                 weights = [is_model] * len(piece_ids)

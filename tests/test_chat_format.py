@@ -7,7 +7,7 @@ import pytest
 from gemma_toolcall.dataset import toucan
 from gemma_toolcall.standin import sft as standin_sft
 from gemma_toolcall.chat_format import (RESERVED_TAG, argument_ends, parse_model_turn, render_conversation,
-                                         render_model_turn, render_prompt, value_departures)
+                                         render_model_turn, render_prompt)
 from gemma_toolcall.dataset.toucan import Conversation, ToolCall, ToolResult, Turn
 
 TOOLS = [{"name": "weather-server-get_forecast", "description": "Forecast.",
@@ -165,17 +165,3 @@ def test_argument_ends_mark_where_each_argument_ends(style):
                                   '<tool_call>\n{"name" "a","args":{"x":1}}\n</tool_call>'])
 def test_argument_ends_skip_what_is_not_a_rendered_call(turn):
     assert argument_ends(turn) == []
-
-
-@pytest.mark.parametrize("style", ["compact", "pretty"])
-def test_value_departures_mark_where_a_later_call_stops_copying(style):
-    calls = [ToolCall("play", {"artist": "Taylor Swift", "minutes": 20}),
-             ToolCall("play", {"artist": "Maroon 5", "minutes": 15}), ToolCall("stop", {"artist": "Maroon 5"}),
-             ToolCall("play", {"artist": "Maroon 6", "minutes": 20}),
-             ToolCall("play", {"artist": "Taylor Swift", "volume": 3})]
-    turn = render_model_turn("", calls, style)
-    # the second call departs at its first character of both values; another tool's call is not compared; the
-    # fourth call departs from the closest earlier value ("Maroon 5") at "6" and copies 20, the fifth copies
-    assert [turn[at:at + 3] for at in value_departures(turn)] == ["Mar", "15}", '6",']
-    assert value_departures(render_model_turn("", calls[:1], style)) == []
-    assert value_departures("<tool_call>\n{not json\n</tool_call>") == []
