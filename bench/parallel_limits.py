@@ -25,6 +25,8 @@ from gemma_toolcall.model import Tokenizer  # noqa: E402
 from gemma_toolcall.params import value  # noqa: E402
 
 CATEGORIES = ("parallel", "parallel_multiple")
+COUNTS = ("n", "passed", "too_few_calls", "calls_as_asked", "too_many_calls", "copies_a_value", "not_ended",
+          "answer_over_budget", "passed_over_budget")
 
 
 def shortest_answer(answer: list[dict]) -> list[ToolCall]:
@@ -52,8 +54,8 @@ def copies(calls: list[dict], answer: list[dict]) -> bool:
             if earlier["name"] != call["name"]:
                 continue
             for key, v in call["arguments"].items():
-                takers = [opts for name, opts in expected if name == call["name"] and _accepts(opts.get(key, []), v)]
-                if earlier["arguments"].get(key) == v and len(takers) == 1:
+                if earlier["arguments"].get(key) == v and sum(
+                        name == call["name"] and _accepts(opts.get(key, []), v) for name, opts in expected) == 1:
                     return True
     return False
 
@@ -73,24 +75,22 @@ def main(argv=None) -> None:
     tok = Tokenizer(args.tokenizer)
     questions = {(c, q["id"]): q for c in CATEGORIES for q in bfcl.load(args.bfcl, c)}
     result = {"samples": str(args.samples), "budget": budget, "json_style": style}
-    for category in CATEGORIES:
-        rows = Counter()
-        for line in open(args.samples, encoding="utf-8"):
-            s = json.loads(line)
-            if s["model"] != args.model or s["category"] != category:
-                continue
-            answer = questions[category, s["id"]]["possible_answer"]
-            turn = render_model_turn("", shortest_answer(answer), style)
-            fits = len(tok.encode(turn)) + 1 <= budget  # + the turn's end
-            asked, written = len(answer), len(s["calls"])
-            rows.update({"n": 1, "passed": s["passed"], "too_few_calls": written < asked,
-                         "calls_as_asked": written == asked, "too_many_calls": written > asked,
-                         "copies_a_value": copies(s["calls"], answer),
-                         "not_ended": not s["ended_turn"], "answer_over_budget": not fits,
-                         "passed_over_budget": s["passed"] and not fits})
-        result[category] = {key: rows[key] for key in ("n", "passed", "too_few_calls", "calls_as_asked",
-                                                       "too_many_calls", "copies_a_value", "not_ended",
-                                                       "answer_over_budget", "passed_over_budget")}
+    rows = {category: Counter() for category in CATEGORIES}
+    for line in open(args.samples, encoding="utf-8"):
+        s = json.loads(line)
+        if s["model"] != args.model or s["category"] not in rows:
+            continue
+        answer = questions[s["category"], s["id"]]["possible_answer"]
+        turn = render_model_turn("", shortest_answer(answer), style)
+        fits = len(tok.encode(turn)) + 1 <= budget  # + the turn's end
+        asked, written = len(answer), len(s["calls"])
+        rows[s["category"]].update({"n": 1, "passed": s["passed"], "too_few_calls": written < asked,
+                                    "calls_as_asked": written == asked, "too_many_calls": written > asked,
+                                    "copies_a_value": copies(s["calls"], answer),
+                                    "not_ended": not s["ended_turn"], "answer_over_budget": not fits,
+                                    "passed_over_budget": s["passed"] and not fits})
+    for category, counts in rows.items():
+        result[category] = {key: counts[key] for key in COUNTS}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
