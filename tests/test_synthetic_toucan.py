@@ -455,7 +455,11 @@ def test_same_tool_fan_out_calls_one_tool_once_per_value():
             assert all(stated(a[k], conv.turns[0].text) for a in args), (conv.turns[0].text, k)
         seen[len(turn.calls)] += 1
         seen[f"{len(varied)} varied"] += 1
+        text = conv.turns[0].text
+        seen["repeated"] += any(r.split("{v}")[0] in text for r in phrasing.REPEATS + phrasing.INLINE_REPEATS)
+        seen["respectively"] += "respectively" in text
     assert sum(seen[k] for k in (2, 3, 4)) > 60 and seen[4] > 3 and seen["2 varied"] > 3, seen
+    assert seen["repeated"] > 10 and seen["respectively"] > 1, seen  # later calls asked in their own words too
 
 
 def test_array_contrast_makes_one_call_with_the_list():
