@@ -90,6 +90,14 @@ def test_malformed_share_and_kinds():
     assert {"invalid_json", "arguments_not_json", "call_without_response", "empty_content", "missing_value"} <= set(kinds)
 
 
+def test_every_row_planned_malformed_fails_to_parse():
+    """Also a call without arguments, where unquoting leaves valid JSON (seed 0 plans one on such a row)."""
+    data = rows(4000, seed=0)
+    for i in sorted(c.start + i for c in standin_sft.plan_chunks(4000, 0) for i in c.malformed):
+        with pytest.raises(toucan.MalformedRow):
+            toucan.parse_row(data[i])
+
+
 def test_has_non_english_rows():
     assert sum(any(ord(ch) > 127 for ch in r["question"] or "") for r in rows()) > 10
 
@@ -455,11 +463,7 @@ def test_same_tool_fan_out_calls_one_tool_once_per_value():
             assert all(stated(a[k], conv.turns[0].text) for a in args), (conv.turns[0].text, k)
         seen[len(turn.calls)] += 1
         seen[f"{len(varied)} varied"] += 1
-        text = conv.turns[0].text
-        seen["repeated"] += any(r.split("{v}")[0] in text for r in phrasing.REPEATS + phrasing.INLINE_REPEATS)
-        seen["respectively"] += "respectively" in text
     assert sum(seen[k] for k in (2, 3, 4)) > 60 and seen[4] > 3 and seen["2 varied"] > 3, seen
-    assert seen["repeated"] > 10 and seen["respectively"] > 1, seen  # later calls asked in their own words too
 
 
 def test_array_contrast_makes_one_call_with_the_list():

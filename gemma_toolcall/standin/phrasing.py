@@ -740,19 +740,6 @@ def draw_distinct(rng: random.Random, p: Param, k: int) -> list:
     return values
 
 
-# A fan-out's later values asked for in their own words, stating only what changes ("Do the same for Lyon."): in the
-# clause (INLINE_REPEATS, before its question mark) or as sentences after it (REPEATS). The calls do not depend on
-# each other, so they are still made at once, however many sentences ask for them.
-INLINE_REPEATS = [", and the same {v}", ", and also {v}", ", and again {v}", " — and likewise {v}"]
-REPEATS = ["Do the same {v}.", "And the same {v}.", "Same thing {v}, please.", "Repeat that {v}.", "And again {v}.",
-           "Also {v}.", "Please do it {v} too.", "I'd like that {v} as well."]
-
-
-def repeats(rng: random.Random, stated: list[str], inline: bool) -> str:
-    """One request for the same call again with other values, each `stated` phrase saying one of them."""
-    return rng.choice(INLINE_REPEATS if inline else REPEATS).format(v=join_and(stated))
-
-
 def state_many(rng: random.Random, p: Param, values: list, named: bool = False) -> str:
     """One phrase stating several values of `p`: "in Lyon, Oslo and Kyoto", "for \"A\" and \"B\""."""
     said = [f'"{v}"' if p.kind in ("title", "query", "text") else spoken(rng, p.kind, v) for v in values]

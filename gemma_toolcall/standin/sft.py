@@ -386,9 +386,8 @@ def wording(rng: random.Random, tool: Tool) -> str | None:
     return phrasing.paraphrase(rng, tool) if rng.random() < PARAPHRASE_SHARE else None
 
 
-def ask_for(rng: random.Random, label: str, clauses: list[str], parallel: bool | None, context: str = "",
-            after: str = "") -> str:
-    ask = phrasing.question(rng, clauses, label, parallel) + after
+def ask_for(rng: random.Random, label: str, clauses: list[str], parallel: bool | None, context: str = "") -> str:
+    ask = phrasing.question(rng, clauses, label, parallel)
     if context:
         ask = f"{context} {ask}"
     if rng.random() < 0.05:
@@ -455,14 +454,8 @@ def one_call(rng: random.Random, tool: Tool, params: tuple, args: dict, said: di
     return call_turn(rng, ask_for(rng, tool.label, [text], None, context), [(tool, ordered)], False)
 
 
-# How a fan-out's request asks for its K calls: every value in one phrase ("for Paris, Lyon and Nice", "... 3 and 5
-# days respectively"); the first call in full and the later ones by what changes ("Do the same for Lyon."); or each
-# call in a clause of its own.
-FAN_OUT_FORMS = {"listed": 0.4, "repeated": 0.35, "restated": 0.25}
-
-
 def same_tool_request(rng: random.Random, tool: Tool, params: tuple, candidates: tuple):
-    """One tool for K = 2-4 values of one parameter (or two), in one request (FAN_OUT_FORMS): K calls at once."""
+    """One tool for K = 2-4 values of one parameter (or two, "respectively"), in one request: K calls at once."""
     varied = [rng.choice([p for p in candidates if p.required] or list(candidates))]
     others = [p for p in candidates if p is not varied[0]]
     if others and rng.random() < 0.3:
@@ -474,29 +467,6 @@ def same_tool_request(rng: random.Random, tool: Tool, params: tuple, candidates:
         return None
     values = {name: v[:k] for name, v in values.items()}
     args = phrasing.draw_arguments(rng, params) | {name: v[0] for name, v in values.items()}
-    form = rng.choices(list(FAN_OUT_FORMS), list(FAN_OUT_FORMS.values()))[0]
-    lead = wording(rng, tool)
-    if form == "restated":
-        clauses, calls = [], []
-        for i in range(k):
-            text, ordered = phrasing.clause(rng, tool, params, args | {n: v[i] for n, v in values.items()},
-                                            intent_text=lead)
-            clauses.append(text)
-            calls.append((tool, ordered))
-        return call_turn(rng, ask_for(rng, tool.label, clauses, True), calls, True)
-    if form == "repeated":
-        text, ordered = phrasing.clause(rng, tool, params, args, intent_text=lead)
-        later = [[phrasing.state(rng, p, values[p.name][i], named=len(varied) > 1) for p in varied]
-                 for i in range(1, k)]
-        if len(varied) == 1 and rng.random() < 0.5:  # "Do the same for Lyon and Nice."
-            later = [[phrase for group in later for phrase in group]]
-        after = ""
-        if len(later) == 1 and rng.random() < 0.3:
-            text += phrasing.repeats(rng, later[0], inline=True)
-        else:
-            after = "".join(f" {phrasing.repeats(rng, group, inline=False)}" for group in later)
-        calls = [(tool, ordered | {n: v[i] for n, v in values.items()}) for i in range(k)]
-        return call_turn(rng, ask_for(rng, tool.label, [text], None, after=after), calls, True)
     if len(varied) == 1:
         said = {varied[0].name: phrasing.state_many(rng, varied[0], values[varied[0].name])}
     else:  # one phrase for both: "... for Paris and Lyon, with days 3 and 5 respectively"
@@ -504,7 +474,7 @@ def same_tool_request(rng: random.Random, tool: Tool, params: tuple, candidates:
         said = {first.name: f"{phrasing.state_many(rng, first, values[first.name], named=True)}, "
                             f"{phrasing.state_many(rng, second, values[second.name], named=True)} respectively"}
         del args[second.name]
-    text, ordered = phrasing.clause(rng, tool, params, args, said, lead)
+    text, ordered = phrasing.clause(rng, tool, params, args, said, wording(rng, tool))
     names = list(ordered)
     if len(varied) == 2:  # the second varied value is written right after the first
         names.insert(names.index(varied[0].name) + 1, varied[1].name)
