@@ -243,15 +243,16 @@ def evaluate_model(name: str, model, config: dict, tok, cases: list[dict], p: Ev
     prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
     start = time.perf_counter()
     with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
-        outputs, ended, changed = sampling.generate(model, config, tok, prompts, p.max_new_tokens, p.batch_size,
-                                                    progress=bar,
-                                                    tools=[c["tools"] for c in cases] if p.constrained else None)
+        outputs, ended, changed, margins = sampling.generate(
+            model, config, tok, prompts, p.max_new_tokens, p.batch_size, progress=bar,
+            tools=[c["tools"] for c in cases] if p.constrained else None)
     seconds = time.perf_counter() - start
     results, samples = [], []
-    for case, output, ended_turn, n_changed in zip(cases, outputs, ended, changed):
+    for case, output, ended_turn, n_changed, end_margins in zip(cases, outputs, ended, changed, margins):
         verdict = {**judge(case, output, scorer), "ended_turn": ended_turn}
         if p.constrained:
             verdict["grammar_changed_tokens"] = n_changed
+            verdict["end_margins"] = end_margins  # logit(<end_of_turn>) - logit(newline) after each call it closed
         results.append({"source": case["source"], "category": case["category"], **verdict})
         samples.append({"model": name, "source": case["source"], "category": case["category"], "id": case["id"],
                         "output": output, **verdict})

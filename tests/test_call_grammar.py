@@ -138,8 +138,8 @@ def test_constrained_decoding_is_greedy_where_no_call_opens(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = ["abcdefg", "a longer prompt, padded less", "x", "0123"]
-    free, free_ended, _ = sampling.generate(model, config, tok, prompts, 12, batch_size=2)
-    bound, bound_ended, changed = sampling.generate(model, config, tok, prompts, 12, batch_size=2,
+    free, free_ended, *_ = sampling.generate(model, config, tok, prompts, 12, batch_size=2)
+    bound, bound_ended, changed, _ = sampling.generate(model, config, tok, prompts, 12, batch_size=2,
                                                     tools=[TOOLS] * len(prompts))
     unbound = [i for i, text in enumerate(free) if "<tool_call>" not in text]
     assert unbound and all(bound[i] == free[i] and bound_ended[i] == free_ended[i] and changed[i] == 0
@@ -153,8 +153,8 @@ def test_constrained_decoding_writes_a_call_from_an_opened_turn(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = [render_prompt(TOOLS, q, "compact")[len("<bos>"):] + CALL_OPEN for q in ("Find sleep papers.", "Go")]
-    outputs, ended, changed = sampling.generate(model, config, tok, prompts, 40, batch_size=2,
-                                                tools=[TOOLS] * len(prompts))
+    outputs, ended, changed, _ = sampling.generate(model, config, tok, prompts, 40, batch_size=2,
+                                                   tools=[TOOLS] * len(prompts))
     grammar = CallGrammar(TOOLS)
     for text, stopped, n in zip(outputs, ended, changed):
         state = grammar.feed(FREE, CALL_OPEN + text)
@@ -166,8 +166,9 @@ class ScriptedVocabulary:
     """A vocabulary of whole pieces, for driving the host side of constrained decoding with chosen logits."""
 
     def __init__(self, pieces):
+        pieces = [*pieces, *([] if "\n" in pieces else ["\n"])]
         self.texts = [None, None, *pieces] + [f"zz{i}" for i in range(100)]  # 0: <eos>, 1: <end_of_turn>
-        self.stops, self.end = frozenset({0, 1}), 1
+        self.stops, self.end, self.newline = frozenset({0, 1}), 1, self.texts.index("\n")
 
     def id(self, piece):
         return self.texts.index(piece)
@@ -251,6 +252,30 @@ def test_a_turn_never_repeats_a_call(second, calls):
     out = v.decode(rows.out[0])
     assert [c.arguments["max_cost"] for c in parse_model_turn(out).calls] == calls, out
     assert rows.all_done() and rows.cut[0] == (second == 5)
+
+
+def test_each_closed_call_notes_the_end_margin():
+    """A model that prefers the newline by one nat after `plan(max_cost=5)`, writes a second call, then prefers
+    ending its turn by two: the margins noted are logit(<end_of_turn>) - logit(newline) at those two places."""
+    import numpy as np
+
+    first = '<tool_call>\n{"name": "plan", "args": {"max_cost": 5}}'
+    second = '<tool_call>\n{"name": "plan", "args": {"max_cost": 6}}'
+    v = ScriptedVocabulary([first, second, "\n</tool_call>"])
+    rows = sampling._Rows([CallGrammar(UNITS)], ["<start_of_turn>model\n"], v, 64)
+    script = [{first: 1}, {"\n</tool_call>": 1}, {None: 1, "\n": 2},  # None: <end_of_turn>
+              {second: 1}, {"\n</tool_call>": 1}, {None: 3, "\n": 1}]
+    for scores in script:
+        if rows.all_done():
+            break
+        logits = np.zeros(len(v.texts), np.float32)
+        for piece, score in scores.items():
+            logits[v.end if piece is None else v.id(piece)] = score
+        rows.pick(np.array([int(logits.argmax())]), logits[None])
+    out = v.decode(rows.out[0])
+    assert [c.arguments["max_cost"] for c in parse_model_turn(out).calls] == [5, 6], out
+    assert rows.margins[0] == [-1.0, 2.0]
+    assert rows.all_done() and not rows.cut[0]
 
 
 @pytest.mark.parametrize("budget, opened", [(10, False), (64, True)])

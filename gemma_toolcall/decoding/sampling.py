@@ -14,15 +14,17 @@ FULL_BATCH_LENGTH = 2048  # padded prompt length up to which a batch has all `ba
 
 
 def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
-             batch_size: int, progress=None, tools: list[list[dict]] | None = None) -> tuple[list[str], list[bool],
-                                                                                           list[int]]:
+             batch_size: int, progress=None,
+             tools: list[list[dict]] | None = None) -> tuple[list[str], list[bool], list[int], list[list[float]]]:
     """Greedy completions with tunix's KV-cache sampler, stopping at `<end_of_turn>` or `<eos>`; for each, whether it
-    ended its turn (stopped on one of them before `max_new_tokens`) and how many of its tokens the call grammar
-    changed. Prompts are rendered text without `<bos>` (the sampler adds it).
+    ended its turn (stopped on one of them before `max_new_tokens`), how many of its tokens the call grammar
+    changed, and its end margins (below). Prompts are rendered text without `<bos>` (the sampler adds it).
 
     With `tools` (the tools offered to each prompt), decoding is constrained: inside a `<tool_call>` block each token
     is the most likely one that keeps the call well-formed for those tools (`call_grammar`); outside one, and always
-    without `tools`, it is the most likely token.
+    without `tools`, it is the most likely token. Where a call has just closed, the model chooses between ending its
+    turn and a newline that opens another call: its end margin there is logit(`<end_of_turn>`) - logit(newline), one
+    per closed call (positive: it prefers to end; `bench/end_margins.py` reads them).
 
     Prompts are batched by length (shortest first, `plan_batches`), and each batch is left-padded only to the power
     of two above its longest prompt: one compilation per distinct padded length, and little prefill spent on
@@ -43,6 +45,7 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
         return samplers[prompt_length]
 
     texts, ended, changed = [""] * len(prompts), [False] * len(prompts), [0] * len(prompts)
+    margins: list[list[float]] = [[] for _ in prompts]
     vocabulary = TokenTexts(tokenizer) if tools is not None else None
     for rows, prompt_length, batch_rows in plan_batches(lengths, batch_size):
         batch = [prompts[i] for i in rows]
@@ -52,8 +55,8 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
             grammars += [grammars[-1]] * (batch_rows - len(grammars))
             outputs = constrained(sampler_for(prompt_length), batch, prompt_length, max_new_tokens, grammars,
                                   tokenizer, vocabulary)
-            for i, (text, stopped, n_changed) in zip(rows, outputs):
-                texts[i], ended[i], changed[i] = text, stopped, n_changed
+            for i, (text, stopped, n_changed, row_margins) in zip(rows, outputs):
+                texts[i], ended[i], changed[i], margins[i] = text, stopped, n_changed, row_margins
         else:
             result = sampler_for(prompt_length)(batch, max_generation_steps=max_new_tokens,
                                                 max_prompt_length=prompt_length,
@@ -63,7 +66,7 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
                 texts[i], ended[i] = text, len(tokens) < max_new_tokens
         if progress is not None:
             progress.update(len(rows))
-    return texts, ended, changed
+    return texts, ended, changed, margins
 
 
 CANDIDATES = 64  # the most likely tokens tried against the grammar, before the whole vocabulary in order
@@ -86,14 +89,15 @@ class TokenTexts:
             else:
                 self.texts.append(piece.replace("\u2581", " "))
         self.stops, self.end = frozenset({EOS, tokenizer.end_of_turn}), tokenizer.end_of_turn
+        self.newline = sp.piece_to_id("\n")  # what follows a call's `</tool_call>` where another call comes
         self.encode, self.decode = tokenizer.encode, tokenizer.decode
 
 
 def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: int, grammars: list,
-                tokenizer: Tokenizer, vocabulary: TokenTexts) -> list[tuple[str, bool, int]]:
+                tokenizer: Tokenizer, vocabulary: TokenTexts) -> list[tuple[str, bool, int, list[float]]]:
     """Greedy decoding of one batch under each row's call grammar: tunix's prefill and KV cache, then a compiled
     loop of model steps that hands each step's logits to the host, which picks the tokens (`_Rows.pick`). (text,
-    ended its turn, tokens the grammar changed) per row."""
+    ended its turn, tokens the grammar changed, end margins) per row."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -113,8 +117,8 @@ def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: i
     if not rows.all_done() and max_new_tokens > 1:
         jax.block_until_ready(decode(sampler._flattened_transformer_state, state, jnp.asarray(first),
                                      jnp.int32(max_new_tokens - 1)))
-    return [(tokenizer.decode(o), d and not cut, c + cut)
-            for o, d, c, cut in zip(rows.out, rows.done, rows.changed, rows.cut)]
+    return [(tokenizer.decode(o), d and not cut, c + cut, m)
+            for o, d, c, cut, m in zip(rows.out, rows.done, rows.changed, rows.cut, rows.margins)]
 
 
 class _Rows:
@@ -124,10 +128,12 @@ class _Rows:
     call is dropped and the row stops there. Greedy decoding that repeats a call has lost its place (the next call
     would repeat it again), and a repeated call is never what a question asks. A row a rule stops (this, or a call
     that would not fit the budget) is `cut`: it counts as not having ended its turn, since the model did not end
-    it, and its end as one token the grammar changed."""
+    it, and its end as one token the grammar changed. Where a call has just closed, the row's end margin is noted."""
 
     def __init__(self, grammars: list, batch: list[str], vocabulary: TokenTexts, budget: int):
         self.grammars, self.vocabulary, self.budget = grammars, vocabulary, budget
+        self.after_call = [False] * len(batch)  # the row's last token closed a call
+        self.margins = [[] for _ in batch]
         # A prompt may open the model turn itself (`...<start_of_turn>model\n<tool_call>\n`): the grammar starts
         # after that text, and a row whose opening text is no call's start decodes freely (state None).
         self.states = [g.feed(FREE, text.rsplit(MODEL_TURN, 1)[-1]) if MODEL_TURN in text else FREE
@@ -170,6 +176,7 @@ class _Rows:
             del self.out[r][start:]
             self.done[r] = self.cut[r] = True
         self.calls[r].extend(calls[-1:])
+        self.after_call[r] = not self.done[r]
 
     def pick(self, greedy, logits):
         """The next token of each row (the greedy one unless the grammar refuses it, or the call must close to fit
@@ -182,6 +189,10 @@ class _Rows:
             if self.done[r] or state is None:
                 continue  # a row the grammar lost decodes freely
             if not grammar.in_call(state):  # outside a call every token is allowed, but a call must fit
+                if self.after_call[r]:
+                    self.after_call[r] = False
+                    margin = float(logits[r][self.vocabulary.end] - logits[r][self.vocabulary.newline])
+                    self.margins[r].append(round(margin, 3))
                 if not self._leaves_room(r, int(token[r])):
                     token[r], self.changed[r], self.cut[r] = self.vocabulary.end, self.changed[r] + 1, True
                 continue
