@@ -106,7 +106,7 @@ def generate_jax(base: Path, lora: Path | None, prompt: str, tools: list[dict], 
         model, config = gemma.load(base)
     tok = gemma.Tokenizer(base / "tokenizer.model")
     outputs, *_ = sampling.generate(model, config, tok, [prompt[len(BOS):]], max_new_tokens, 1,
-                                      tools=[tools] if constrained else None)
+                                    tools=[tools] if constrained else None)
     return outputs[0]
 
 
