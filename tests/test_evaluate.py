@@ -182,3 +182,11 @@ def test_parallel_limits_tells_a_copied_value_from_a_shared_one():
     assert not copies(shared, teams)  # both asked Lakers calls take "Lakers"
     assert shortest_answer([{"f": {"city": ["New York, NY", "NYC"], "unit": ["", "celsius"]}}]) == \
         [ToolCall("f", {"city": "NYC"})]
+
+
+def test_end_margins_auc_counts_pairs_and_ties():
+    from bench.end_margins import separation
+
+    assert separation([-3.0, -1.0], [1.0, 2.0]) == 1.0  # every go-on decision below every end
+    assert separation([2.0], [1.0, 2.0, 3.0]) == 0.5  # one above, one tied (half), one below
+    assert separation([1.0], []) is None
