@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     all_samples = []
     for lora in args.lora:
         _, tuned, config = gemma.load_tuned(args.base, lora)
-        metrics, samples = evaluate.evaluate_model(str(lora), tuned, config, tok, cases, p, scorer)
+        metrics, samples = evaluate.evaluate_model(str(lora), tuned, config, tok, cases, p, p.max_new_tokens, scorer)
         all_samples += samples
         out["adapters"][str(lora)] = {**metrics["heldout"], "bfcl": metrics["bfcl"],
                                       "runaway_values": metrics["runaway_values"], "ended_turn": metrics["ended_turn"],

@@ -47,7 +47,11 @@ class EvaluateParams:
     # Questions per BFCL category (0: all), or {category: n} for each of `categories`; small so a CPU run stays short.
     limit: Union[int, dict]
     heldout_limit: int  # validation rows (0: all)
-    max_new_tokens: int
+    max_new_tokens: int  # the tuned model's decoding budget
+    # The base model's. The pretrained model neither opens a call nor ends its turn on these prompts (it echoes the
+    # tool list), so each output runs to the budget: a short one saves most of its evaluation. A base that calls
+    # needs as many tokens as the tuned model.
+    base_max_new_tokens: int
     batch_size: int
     # Decode calls under the offered tools' schemas (`call_grammar`): names, argument names and JSON types.
     constrained: bool
@@ -58,8 +62,8 @@ class EvaluateParams:
             return f"limit must be an int >= 0 or a map of category to int >= 0, got {self.limit!r}"
         if isinstance(self.limit, dict) and set(self.limit) != set(self.categories):
             return f"limit must name exactly the categories {list(self.categories)}, got {sorted(self.limit)}"
-        if self.heldout_limit < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
-            return "heldout_limit must be >= 0, max_new_tokens and batch_size >= 1"
+        if self.heldout_limit < 0 or min(self.max_new_tokens, self.base_max_new_tokens, self.batch_size) < 1:
+            return "heldout_limit must be >= 0, max_new_tokens, base_max_new_tokens and batch_size >= 1"
 
     def category_limit(self, category: str) -> int:
         return self.limit[category] if isinstance(self.limit, dict) else self.limit
@@ -237,14 +241,15 @@ def cases_for(p: EvaluateParams, style: str, bfcl_dir: Path, validation: Path) -
     return bfcl_cases(bfcl_dir, p, style) + held, skipped
 
 
-def evaluate_model(name: str, model, config: dict, tok, cases: list[dict], p: EvaluateParams,
+def evaluate_model(name: str, model, config: dict, tok, cases: list[dict], p: EvaluateParams, budget: int,
                    scorer) -> tuple[dict, list[dict]]:
-    """One model's metrics (with its seconds and prompts/s) and its samples, one per case, in case order."""
+    """One model's metrics (with its decoding budget, seconds and prompts/s) and its samples, one per case, in case
+    order."""
     prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
     start = time.perf_counter()
     with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
         outputs, ended, changed, margins = sampling.generate(
-            model, config, tok, prompts, p.max_new_tokens, p.batch_size, progress=bar,
+            model, config, tok, prompts, budget, p.batch_size, progress=bar,
             tools=[c["tools"] for c in cases] if p.constrained else None)
     seconds = time.perf_counter() - start
     results, samples = [], []
@@ -258,7 +263,7 @@ def evaluate_model(name: str, model, config: dict, tok, cases: list[dict], p: Ev
                         "output": output, **verdict})
     # How often the grammar overrode the model: outputs with a token it changed.
     touched = {"grammar_changed_rows": sum(n > 0 for n in changed)} if p.constrained else {}
-    return {**summarize(results), **touched, "seconds": round(seconds, 1),
+    return {**summarize(results), **touched, "max_new_tokens": budget, "seconds": round(seconds, 1),
             "prompts_per_s": round(len(prompts) / seconds, 3)}, samples
 
 
@@ -268,7 +273,7 @@ def run_base(p: EvaluateParams, style: str, base_dir: Path, bfcl_dir: Path, vali
     cases, skipped = cases_for(p, style, bfcl_dir, validation)
     model, config = gemma.load(base_dir)
     metrics, samples = evaluate_model("base", model, config, gemma.Tokenizer(base_dir / "tokenizer.model"), cases, p,
-                                      bfcl.Scorer(bfcl_dir))
+                                      p.base_max_new_tokens, bfcl.Scorer(bfcl_dir))
     write(metrics_path, {"cases": len(cases), "heldout_skipped_malformed": skipped, "base": metrics},
           samples_path, samples)
     return metrics
@@ -288,7 +293,7 @@ def run(p: EvaluateParams, style: str, base_dir: Path, lora_dir: Path, bfcl_dir:
                          f"model first, `dvc repro evaluate_base`")
     _, tuned, config = gemma.load_tuned(base_dir, lora_dir)
     tuned_metrics, tuned_rows = evaluate_model("tuned", tuned, config, gemma.Tokenizer(base_dir / "tokenizer.model"),
-                                               cases, p, bfcl.Scorer(bfcl_dir))
+                                               cases, p, p.max_new_tokens, bfcl.Scorer(bfcl_dir))
     metrics = {"cases": len(cases), "heldout_skipped_malformed": skipped,
                "base": json.loads(base_metrics.read_text())["base"], "tuned": tuned_metrics}
     metrics = {"summary": summary(metrics), **metrics}

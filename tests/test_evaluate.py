@@ -41,7 +41,8 @@ def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
               tiny_base, formatted, tmp_path / "ck", tmp_path / "lora", tmp_path / "m")
     filter_stage.run(stage_params("filter", filter_stage.FilterParams), raw_small, tmp_path / "filtered", tmp_path / "data.json")
     bfcl.fetch(tmp_path / "bfcl")
-    p = stage_params("evaluate", evaluate.EvaluateParams, limit=2, heldout_limit=3, max_new_tokens=8, batch_size=4)
+    p = stage_params("evaluate", evaluate.EvaluateParams, limit=2, heldout_limit=3, max_new_tokens=8,
+                     base_max_new_tokens=4, batch_size=4)
     validation, base_json, base_samples = tmp_path / "filtered" / "validation.parquet", tmp_path / "b.json", \
         tmp_path / "b.jsonl"
     base_m = evaluate.run_base(p, "pretty", tiny_base, tmp_path / "bfcl", validation, base_json, base_samples)
@@ -53,6 +54,7 @@ def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
     table = (tmp_path / "failures.md").read_text()
     assert all(f"| {name} | {c} |" in table for name in ("base", "tuned") for c in p.categories)
     assert "grammar_changed_rows" in m["tuned"] and "grammar_changed_rows" not in m["base"]
+    assert (m["base"]["max_new_tokens"], m["tuned"]["max_new_tokens"]) == (4, 8)  # each model its own budget
     assert json.loads((tmp_path / "eval.json").read_text()) == m and m["base"] == base_m
     # The base model's stage made its outputs for these prompts; for others, the tuned stage stops and says so.
     other = stage_params("evaluate", evaluate.EvaluateParams, limit=1, heldout_limit=3, max_new_tokens=8, batch_size=4)
