@@ -233,16 +233,17 @@ def test_a_number_the_model_never_ends_stops_at_the_digit_cap():
 
 
 @pytest.mark.parametrize("second, calls", [(6, [5, 6]), (5, [5])])
-def test_a_turn_never_repeats_a_call(second, calls):
+@pytest.mark.parametrize("tag", [["<tool_call>"], ["<", "tool", "_", "call", ">"]])  # Gemma's tokenizer: 5 tokens
+def test_a_turn_never_repeats_a_call(second, calls, tag):
     """A model that writes `plan(max_cost=5)`, then a second call, then ends its turn: a second call with another
     value stays; the same call again is dropped, and the row stops there (a turn the model did not end)."""
     import numpy as np
 
-    first = '<tool_call>\n{"name": "plan", "args": {"max_cost": 5}}'
-    again = f'<tool_call>\n{{"name": "plan", "args": {{"max_cost": {second}}}}}'
-    v = ScriptedVocabulary([first, again, "\n</tool_call>", "\n"])
-    script = [first, "\n</tool_call>", "\n", again, "\n</tool_call>", "\n"]
-    rows = sampling._Rows([CallGrammar(UNITS)], ["<start_of_turn>model\n"], v, 64)
+    first = '\n{"name": "plan", "args": {"max_cost": 5}}'
+    again = f'\n{{"name": "plan", "args": {{"max_cost": {second}}}}}'
+    v = ScriptedVocabulary([*tag, first, again, "\n</tool_call>", "\n"])
+    script = [*tag, first, "\n</tool_call>", "\n", *tag, again, "\n</tool_call>", "\n"]
+    rows = sampling._Rows([CallGrammar(UNITS)], ["<start_of_turn>model\n"], v, 256)
     for piece in script + [None]:
         if rows.all_done():
             break

@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 
 from gemma_toolcall.decoding.call_grammar import FREE, NUMBER_MAY_END, CallGrammar, token_allowed
-from gemma_toolcall.chat_format import START, parse_model_turn
+from gemma_toolcall.chat_format import CALL_OPEN, START, parse_model_turn
 from gemma_toolcall.model import EOS, Tokenizer
 
 MODEL_TURN = f"{START}model\n"
+OPEN_TAG = CALL_OPEN.rstrip("\n")
 FULL_BATCH_LENGTH = 2048  # padded prompt length up to which a batch has all `batch_size` rows
 
 
@@ -168,7 +169,11 @@ class _Rows:
     def _call_edge(self, r: int) -> None:
         """The row's last token opened or closed a call: note where it opened, or check the closed one."""
         if self.grammars[r].in_call(self.states[r]):
-            self.call_start[r] = ("", len(self.out[r]) - 1)
+            # The open tag is several tokens (`<`, `tool`, `_`, `call`, `>`): the call starts at the one holding `<`.
+            start = len(self.out[r]) - 1
+            while start > 0 and OPEN_TAG not in self.vocabulary.decode(self.out[r][start:]):
+                start -= 1
+            self.call_start[r] = ("", start)
             return
         prompt_text, start = self.call_start[r]
         calls = parse_model_turn(prompt_text + self.vocabulary.decode(self.out[r][start:])).calls
