@@ -192,3 +192,22 @@ def test_end_margins_auc_counts_pairs_and_ties():
     assert separation([-3.0, -1.0], [1.0, 2.0]) == 1.0  # every go-on decision below every end
     assert separation([2.0], [1.0, 2.0, 3.0]) == 0.5  # one above, one tied (half), one below
     assert separation([1.0], []) is None
+
+
+def test_paired_samples_counts_flips_per_group_and_tests_them():
+    from bench.paired_samples import pair, sign_test
+
+    assert sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
+    assert sign_test(0, 5) == 0.0625  # 2 * (1/2)^5
+    a = {("bfcl", "q1"): {"passed": True}, ("bfcl", "q2"): {"passed": False},
+         ("heldout", "r1"): {"passed": True, "ended_turn": True}}
+    b = {("bfcl", "q1"): {"source": "bfcl", "category": "simple_python", "passed": False},
+         ("bfcl", "q2"): {"source": "bfcl", "category": "simple_python", "passed": True},
+         ("heldout", "r1"): {"source": "heldout", "needs_call": True, "kinds": ["optional_stated"], "passed": True},
+         ("heldout", "r2"): {"source": "heldout", "needs_call": False, "passed": True}}  # only B has it: not judged
+    groups = pair(a, b)
+    assert groups["simple_python"] == {"n": 2, "both": 0, "only_a": 1, "only_b": 1, "neither": 0,
+                                      "rate_a": 0.5, "rate_b": 0.5, "sign_test_p": 1.0,
+                                      "ended_a": 0, "ended_b": 0}
+    assert groups["heldout_call"]["both"] == groups["heldout_call:optional_stated"]["both"] == 1
+    assert groups["heldout_call"]["ended_a"] == 1 and "heldout_no_call" not in groups
