@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gemma_toolcall import bfcl  # noqa: E402
 from gemma_toolcall.chat_format import parse_model_turn  # noqa: E402
+from gemma_toolcall.decoding import sampling  # noqa: E402
 from gemma_toolcall.params import load_section, value  # noqa: E402
 from stages import evaluate  # noqa: E402
 
@@ -60,11 +61,14 @@ def main(argv=None) -> None:
             missing += 1
             continue
         shorter = cut_repeated_call(s["output"])
-        for results, output, ended in ((before, s["output"], s["ended_turn"]),
-                                       (after, shorter if shorter is not None else s["output"],
-                                        s["ended_turn"] and shorter is None)):
+        # Samples decoded before decoding noted what stopped them: the model's end, or else the budget.
+        stop = s.get("stop") or (sampling.END_OF_TURN if s["ended_turn"] else sampling.MAX_NEW_TOKENS)
+        for results, output, ended, stop in (
+                (before, s["output"], s["ended_turn"], stop),
+                (after, *((s["output"], s["ended_turn"], stop) if shorter is None else
+                          (shorter, False, sampling.REPEATED_CALL)))):
             results.append({"source": s["source"], "category": s["category"], **evaluate.judge(case, output, scorer),
-                            "ended_turn": ended})
+                            "ended_turn": ended, "stop": stop})
         if shorter is not None:
             cut.append({"id": s["id"], "passed_before": before[-1]["passed"], "passed_after": after[-1]["passed"]})
     out = {"samples": str(args.samples), "model": args.model, "scored": len(before), "no_case_here": missing,

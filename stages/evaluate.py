@@ -5,8 +5,9 @@
 - Held-out Toucan (data/filtered/validation.parquet): the first model turn's calls. Rows that need a call (name and
   exact match, argument accuracy) are reported apart from rows that need none (answered without a call), each with
   its n.
-- For every output, whether it ended its turn (`ended_turn`); per model, the time and prompts/s; and a `summary`
-  block, base beside tuned.
+- For every output, whether it ended its turn (`ended_turn`) and what stopped it (`stop`: its end, a decoding
+  rule or the budget); per model, their counts (`stops`), the time and prompts/s; and a `summary` block, base
+  beside tuned.
 
 Prompts are rendered by the same module as the training data (the `render.json_style` of training), decoded
 greedily with tunix's KV-cache sampler (with `constrained: true`, calls under the offered tools' schemas:
@@ -207,6 +208,9 @@ def summarize(results: list[dict]) -> dict:
         "format_valid": rate(r["format_valid"] for r in results),
         # Outputs that stopped on <end_of_turn> or <eos> before max_new_tokens.
         "ended_turn": rate(r["ended_turn"] for r in results),
+        # What stopped each output: the model's end (the `ended_turn` share), a decoding rule (a call written again,
+        # a call the budget could not close: a decoded turn that stops, though the model did not end it) or the budget.
+        "stops": {stop: sum(r["stop"] == stop for r in results) for stop in sampling.STOPS},
         # Outputs with a number that never ended (RUNAWAY_DIGITS): a decoding failure, whatever the question.
         "runaway_values": sum(r["runaway_value"] for r in results),
         "n": len(results),
@@ -248,13 +252,13 @@ def evaluate_model(name: str, model, config: dict, tok, cases: list[dict], p: Ev
     prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
     start = time.perf_counter()
     with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
-        outputs, ended, changed, margins = sampling.generate(
+        outputs, ended, changed, margins, stops = sampling.generate(
             model, config, tok, prompts, budget, p.batch_size, progress=bar,
             tools=[c["tools"] for c in cases] if p.constrained else None)
     seconds = time.perf_counter() - start
     results, samples = [], []
-    for case, output, ended_turn, n_changed, end_margins in zip(cases, outputs, ended, changed, margins):
-        verdict = {**judge(case, output, scorer), "ended_turn": ended_turn}
+    for case, output, ended_turn, n_changed, end_margins, stop in zip(cases, outputs, ended, changed, margins, stops):
+        verdict = {**judge(case, output, scorer), "ended_turn": ended_turn, "stop": stop}
         if p.constrained:
             verdict["grammar_changed_tokens"] = n_changed
             verdict["end_margins"] = end_margins  # logit(<end_of_turn>) - logit(newline) after each call it closed

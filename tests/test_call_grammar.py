@@ -139,7 +139,7 @@ def test_constrained_decoding_is_greedy_where_no_call_opens(tiny_base):
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = ["abcdefg", "a longer prompt, padded less", "x", "0123"]
     free, free_ended, *_ = sampling.generate(model, config, tok, prompts, 12, batch_size=2)
-    bound, bound_ended, changed, _ = sampling.generate(model, config, tok, prompts, 12, batch_size=2,
+    bound, bound_ended, changed, _, _ = sampling.generate(model, config, tok, prompts, 12, batch_size=2,
                                                     tools=[TOOLS] * len(prompts))
     unbound = [i for i, text in enumerate(free) if "<tool_call>" not in text]
     assert unbound and all(bound[i] == free[i] and bound_ended[i] == free_ended[i] and changed[i] == 0
@@ -153,10 +153,11 @@ def test_constrained_decoding_writes_a_call_from_an_opened_turn(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = [render_prompt(TOOLS, q, "compact")[len("<bos>"):] + CALL_OPEN for q in ("Find sleep papers.", "Go")]
-    outputs, ended, changed, _ = sampling.generate(model, config, tok, prompts, 40, batch_size=2,
-                                                   tools=[TOOLS] * len(prompts))
+    outputs, ended, changed, _, stops = sampling.generate(model, config, tok, prompts, 40, batch_size=2,
+                                                          tools=[TOOLS] * len(prompts))
     grammar = CallGrammar(TOOLS)
-    for text, stopped, n in zip(outputs, ended, changed):
+    for text, stopped, n, stop in zip(outputs, ended, changed, stops):
+        assert stop in sampling.STOPS and stopped == (stop == sampling.END_OF_TURN)
         state = grammar.feed(FREE, CALL_OPEN + text)
         assert state is not None and not grammar.in_call(state) and n > 0
         assert text.startswith('{"name":') and parse_model_turn(CALL_OPEN + text).format_valid
@@ -252,7 +253,7 @@ def test_a_turn_never_repeats_a_call(second, calls, tag):
         rows.pick(np.array([int(logits.argmax())]), logits[None])
     out = v.decode(rows.out[0])
     assert [c.arguments["max_cost"] for c in parse_model_turn(out).calls] == calls, out
-    assert rows.all_done() and rows.cut[0] == (second == 5)
+    assert rows.all_done() and rows.rule_stop[0] == (sampling.REPEATED_CALL if second == 5 else None)
 
 
 def test_each_closed_call_notes_the_end_margin():
@@ -276,7 +277,7 @@ def test_each_closed_call_notes_the_end_margin():
     out = v.decode(rows.out[0])
     assert [c.arguments["max_cost"] for c in parse_model_turn(out).calls] == [5, 6], out
     assert rows.margins[0] == [-1.0, 2.0]
-    assert rows.all_done() and not rows.cut[0]
+    assert rows.all_done() and rows.rule_stop[0] is None
 
 
 @pytest.mark.parametrize("budget, opened", [(10, False), (64, True)])
@@ -290,4 +291,5 @@ def test_a_call_is_opened_only_where_it_fits_the_budget(budget, opened):
     logits = np.zeros(len(v.texts), np.float32)
     logits[v.id(OPEN)] = 1.0
     rows.pick(np.array([v.id(OPEN)]), logits[None])
-    assert (rows.out[0] == [v.id(OPEN)]) == opened and rows.cut[0] == (not opened) and rows.all_done() != opened
+    assert (rows.out[0] == [v.id(OPEN)]) == opened and rows.all_done() != opened
+    assert rows.rule_stop[0] == (None if opened else sampling.NO_ROOM_FOR_CALL)

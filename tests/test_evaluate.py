@@ -69,12 +69,15 @@ def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):
         assert held["no_call_rows"]["n"] == 0 or held["no_call_rows"]["no_call_accuracy"] == 1.0  # it calls nothing
     samples = [json.loads(line) for line in open(tmp_path / "samples.jsonl", encoding="utf-8")]
     assert len(samples) == 2 * (2 * len(p.categories) + 3)
-    assert all({"model", "id", "output", "calls", "passed", "reason", "ended_turn"} <= set(s) for s in samples)
+    assert all({"model", "id", "output", "calls", "passed", "reason", "ended_turn", "stop"} <= set(s) for s in samples)
     tuned_rows = [s for s in samples if s["model"] == "tuned"]
     assert m["tuned"]["grammar_changed_rows"] == sum(s["grammar_changed_tokens"] > 0 for s in tuned_rows)
     for name in ("base", "tuned"):
         ended = [s["ended_turn"] for s in samples if s["model"] == name]
         assert m[name]["ended_turn"] == m["summary"][name]["ended_turn"] == round(sum(ended) / len(ended), 4)
+        stops = [s["stop"] for s in samples if s["model"] == name]
+        assert m[name]["stops"] == {stop: stops.count(stop) for stop in sampling.STOPS}
+        assert m[name]["stops"]["end_of_turn"] == sum(ended) and sum(m[name]["stops"].values()) == len(stops)
     # A random model calls nothing: irrelevance passes, the others fail with BFCL's reason.
     assert all(s["passed"] for s in samples if s["category"] == "irrelevance")
     assert all(s["reason"] for s in samples if not s["passed"])
@@ -89,8 +92,8 @@ def test_heldout_metrics_split_call_rows_from_no_call_rows():
                (call, '<tool_call>\n{"name": "w-get", "args": {"city": "Oslo", "days": 2}}\n</tool_call>'),
                (none, "I cannot help with that."),
                (none, '<tool_call>\n{"name": "w-get", "args": {}}\n</tool_call>')]
-    results = [{"source": c["source"], "category": c["category"], "ended_turn": True, **evaluate.judge(c, o, None)}
-               for c, o in outputs]
+    results = [{"source": c["source"], "category": c["category"], "ended_turn": True, "stop": "end_of_turn",
+                **evaluate.judge(c, o, None)} for c, o in outputs]
     held = evaluate.summarize(results)["heldout"]
     assert held["call_rows"] == {"n": 2, "name_match": 1.0, "exact_match": 0.5, "false_refusals": 0.0,
                                  "argument_accuracy": 0.75}

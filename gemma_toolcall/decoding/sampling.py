@@ -16,10 +16,12 @@ FULL_BATCH_LENGTH = 2048  # padded prompt length up to which a batch has all `ba
 
 def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
              batch_size: int, progress=None,
-             tools: list[list[dict]] | None = None) -> tuple[list[str], list[bool], list[int], list[list[float]]]:
+             tools: list[list[dict]] | None = None
+             ) -> tuple[list[str], list[bool], list[int], list[list[float]], list[str]]:
     """Greedy completions with tunix's KV-cache sampler, stopping at `<end_of_turn>` or `<eos>`; for each, whether it
     ended its turn (stopped on one of them before `max_new_tokens`), how many of its tokens the call grammar
-    changed, and its end margins (below). Prompts are rendered text without `<bos>` (the sampler adds it).
+    changed, its end margins (below), and what stopped it (`STOPS`). Prompts are rendered text without `<bos>` (the
+    sampler adds it).
 
     With `tools` (the tools offered to each prompt), decoding is constrained: inside a `<tool_call>` block each token
     is the most likely one that keeps the call well-formed for those tools (`call_grammar`); outside one, and always
@@ -46,6 +48,7 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
         return samplers[prompt_length]
 
     texts, ended, changed = [""] * len(prompts), [False] * len(prompts), [0] * len(prompts)
+    stops = [MAX_NEW_TOKENS] * len(prompts)
     margins: list[list[float]] = [[] for _ in prompts]
     vocabulary = TokenTexts(tokenizer) if tools is not None else None
     for rows, prompt_length, batch_rows in plan_batches(lengths, batch_size):
@@ -56,8 +59,8 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
             grammars += [grammars[-1]] * (batch_rows - len(grammars))
             outputs = constrained(sampler_for(prompt_length), batch, prompt_length, max_new_tokens, grammars,
                                   tokenizer, vocabulary)
-            for i, (text, stopped, n_changed, row_margins) in zip(rows, outputs):
-                texts[i], ended[i], changed[i], margins[i] = text, stopped, n_changed, row_margins
+            for i, (text, stopped, n_changed, row_margins, stop) in zip(rows, outputs):
+                texts[i], ended[i], changed[i], margins[i], stops[i] = text, stopped, n_changed, row_margins, stop
         else:
             result = sampler_for(prompt_length)(batch, max_generation_steps=max_new_tokens,
                                                 max_prompt_length=prompt_length,
@@ -65,11 +68,16 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
             for i, text, tokens in zip(rows, result.text, result.tokens):
                 # The sampler cuts each output at its first stop token: a shorter output stopped on one.
                 texts[i], ended[i] = text, len(tokens) < max_new_tokens
+                stops[i] = END_OF_TURN if ended[i] else MAX_NEW_TOKENS
         if progress is not None:
             progress.update(len(rows))
-    return texts, ended, changed, margins
+    return texts, ended, changed, margins, stops
 
 
+# What stopped an output: the model (`<end_of_turn>` or `<eos>`), a decoding rule (`_Rows`: a call written again, a
+# call the budget could not close), or the budget.
+END_OF_TURN, REPEATED_CALL, NO_ROOM_FOR_CALL, MAX_NEW_TOKENS = STOPS = \
+    ("end_of_turn", "repeated_call", "no_room_for_call", "max_new_tokens")
 CANDIDATES = 64  # the most likely tokens tried against the grammar, before the whole vocabulary in order
 
 
@@ -95,10 +103,10 @@ class TokenTexts:
 
 
 def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: int, grammars: list,
-                tokenizer: Tokenizer, vocabulary: TokenTexts) -> list[tuple[str, bool, int, list[float]]]:
+                tokenizer: Tokenizer, vocabulary: TokenTexts) -> list[tuple[str, bool, int, list[float], str]]:
     """Greedy decoding of one batch under each row's call grammar: tunix's prefill and KV cache, then a compiled
     loop of model steps that hands each step's logits to the host, which picks the tokens (`_Rows.pick`). (text,
-    ended its turn, tokens the grammar changed, end margins) per row."""
+    ended its turn, tokens the grammar changed, end margins, what stopped it) per row."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -118,8 +126,9 @@ def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: i
     if not rows.all_done() and max_new_tokens > 1:
         jax.block_until_ready(decode(sampler._flattened_transformer_state, state, jnp.asarray(first),
                                      jnp.int32(max_new_tokens - 1)))
-    return [(tokenizer.decode(o), d and not cut, c + cut, m)
-            for o, d, c, cut, m in zip(rows.out, rows.done, rows.changed, rows.cut, rows.margins)]
+    return [(tokenizer.decode(o), d and not rule, c + bool(rule), m,
+             rule or (END_OF_TURN if d else MAX_NEW_TOKENS))
+            for o, d, c, rule, m in zip(rows.out, rows.done, rows.changed, rows.rule_stop, rows.margins)]
 
 
 class _Rows:
@@ -128,8 +137,9 @@ class _Rows:
     A turn never repeats a call: where a row closes a call equal to one it wrote before (name and arguments), that
     call is dropped and the row stops there. Greedy decoding that repeats a call has lost its place (the next call
     would repeat it again), and a repeated call is never what a question asks. A row a rule stops (this, or a call
-    that would not fit the budget) is `cut`: it counts as not having ended its turn, since the model did not end
-    it, and its end as one token the grammar changed. Where a call has just closed, the row's end margin is noted."""
+    that would not fit the budget) notes the rule in `rule_stop`: it counts as not having ended its turn, since the
+    model did not end it, and its end as one token the grammar changed. Where a call has just closed, the row's
+    end margin is noted."""
 
     def __init__(self, grammars: list, batch: list[str], vocabulary: TokenTexts, budget: int):
         self.grammars, self.vocabulary, self.budget = grammars, vocabulary, budget
@@ -146,7 +156,7 @@ class _Rows:
         self.call_start = [(text.rsplit(MODEL_TURN, 1)[-1], 0) if s is not None and g.in_call(s) else None
                            for g, s, text in zip(grammars, self.states, batch)]
         self.calls = [[] for _ in batch]  # the calls each row has written
-        self.cut = [False] * len(batch)  # rows a rule stopped, not the model
+        self.rule_stop: list[str | None] = [None] * len(batch)  # the rule that stopped a row, not the model
 
     def all_done(self) -> bool:
         return all(self.done)
@@ -179,7 +189,7 @@ class _Rows:
         calls = parse_model_turn(prompt_text + self.vocabulary.decode(self.out[r][start:])).calls
         if calls and calls[-1] in self.calls[r]:
             del self.out[r][start:]
-            self.done[r] = self.cut[r] = True
+            self.done[r], self.rule_stop[r] = True, REPEATED_CALL
         self.calls[r].extend(calls[-1:])
         self.after_call[r] = not self.done[r]
 
@@ -199,7 +209,8 @@ class _Rows:
                     margin = float(logits[r][self.vocabulary.end] - logits[r][self.vocabulary.newline])
                     self.margins[r].append(round(margin, 3))
                 if not self._leaves_room(r, int(token[r])):
-                    token[r], self.changed[r], self.cut[r] = self.vocabulary.end, self.changed[r] + 1, True
+                    token[r], self.changed[r], self.rule_stop[r] = self.vocabulary.end, self.changed[r] + 1, \
+                        NO_ROOM_FOR_CALL
                 continue
             choice = self._closing(r) if self.closing[r] else None
             if choice is None:
@@ -221,9 +232,9 @@ class _Rows:
     # The budget: a row inside a call always keeps room for the call's shortest closing (`CallGrammar.closing`)
     # and one token to end its turn. When the token it would write next leaves less, it writes that closing
     # instead; a row that would open a call with less room left ends its turn there (a rule's end, not the
-    # model's: `cut`), since the call could not be written whole. Without it a row caught in a value (a string the model never closes, an array of one number
-    # repeated) ran out of tokens inside the call: no call, and no end of turn. Whether to end the turn after the
-    # call stays the model's.
+    # model's: NO_ROOM_FOR_CALL), since the call could not be written whole. Without it a row caught in a value (a
+    # string the model never closes, an array of one number repeated) ran out of tokens inside the call: no call,
+    # and no end of turn. Whether to end the turn after the call stays the model's.
 
     def _leaves_room(self, r: int, token: int) -> bool:
         after = token_allowed(self.grammars[r], self.states[r], self.vocabulary.texts[token])
