@@ -8,7 +8,7 @@ from gemma_toolcall.dataset import toucan
 from gemma_toolcall.decoding import sampling
 from gemma_toolcall.standin import sft as standin_sft
 from gemma_toolcall.decoding.call_grammar import FREE, MAX_NUMBER_DIGITS, CallGrammar, token_allowed
-from gemma_toolcall.chat_format import CALL_OPEN, parse_model_turn, render_model_turn, render_prompt
+from gemma_toolcall.chat_format import CALL_CLOSE, CALL_OPEN, parse_model_turn, render_model_turn, render_prompt
 from gemma_toolcall.dataset.toucan import ToolCall
 
 TOOLS = [
@@ -131,6 +131,26 @@ def test_tokens_inside_and_outside_a_call():
     assert token_allowed(grammar, FREE, "<end_of_turn>") is not None
     after_key = grammar.feed(FREE, CALL_OPEN + '{"name":"pubmed-search","args":{"num')
     assert token_allowed(grammar, after_key, "_results") is not None and token_allowed(grammar, after_key, "s") is None
+
+
+@pytest.mark.parametrize("pieces, ok", [
+    (["4}}", "#", "<", "/", "tool", "_", "call", ">"], False),  # the model closing the call inside the value
+    (["<", "end_of", "_turn", ">"], False), (["a <b>", "<", "tools", ">"], False), (["<", "unused", "12", ">"], False),
+    (["a <b> c", "<", "/i>"], True), (["x < y", " > z"], True), (["<\\/", "tool_call>"], True),  # JSON's `\/`
+])
+def test_a_string_holds_no_reserved_tag(pieces, ok):
+    """A value may hold `<` and `>`, but no tag of the format or control token written as text, whatever the tokens
+    that spell it: a `</tool_call>` inside a value ends the block for the parser, and no call parses."""
+    grammar = CallGrammar(TOOLS)
+    state = grammar.feed(FREE, CALL_OPEN + '{"name":"pubmed-search","args":{"term":"')
+    for piece in pieces:
+        state = state and token_allowed(grammar, state, piece)
+    assert (state is not None) == ok
+    if ok:
+        closed = grammar.feed(state, '"}}' + CALL_CLOSE)
+        assert closed is not None and not grammar.in_call(closed)
+        text = CALL_OPEN + '{"name":"pubmed-search","args":{"term":"' + "".join(pieces) + '"}}' + CALL_CLOSE
+        assert parse_model_turn(text).format_valid
 
 
 def test_constrained_decoding_is_greedy_where_no_call_opens(tiny_base):

@@ -17,7 +17,9 @@ Outside a call block nothing is constrained: the model decides whether to call a
   alternatives when it has those (how pydantic writes `Optional[str]`: `{"anyOf": [{"type": "string"},
   {"type": "null"}]}`, common among MCP servers), and is any JSON value where the schema says nothing checkable
   (`any`, no `type`);
-- nested objects with `properties` follow the same rules; arrays follow their `items`.
+- nested objects with `properties` follow the same rules; arrays follow their `items`;
+- a string holds none of the format's tags or Gemma's control tokens as text (`chat_format.RESERVED_TAG`): a
+  `</tool_call>` written inside a value would end the block for the parser, and no call would parse.
 
 It cannot make a value right, only well-typed: which parameter a stated value belongs to is still the model's
 choice. JSON whitespace is one optional space where `json.dumps` writes one (after `:` and `,`), none elsewhere.
@@ -47,6 +49,8 @@ _CLOSING_LIMIT = 4096  # characters: a closing longer than this is a schema that
 # choosing the next digit (`"time": 4000000...` for "4 seconds") writes one that never ends, so the grammar ends it.
 MAX_NUMBER_DIGITS = 12
 NUMBER_MAY_END = frozenset({"zero", "int", "frac", "exp"})  # number phases at which the number is whole
+_STR = ("str", "")  # inside a string, no `<` that may open a reserved tag
+_LONGEST_TAG = len("<image_soft_token>")  # the longest text `RESERVED_TAG` reads
 
 
 def _alternatives(schema) -> list | None:
@@ -130,20 +134,26 @@ class CallGrammar:
                     return None
                 stack = self._completed(rest, frame, json.loads(frame[2]))
                 continue
-            if kind == "str":
+            if kind == "str":  # ("str", the text since a `<` that may open a reserved tag)
                 if ch == '"':
                     return rest
                 if ch == "\\":
                     return rest + (("esc",),)
-                return None if ord(ch) < 0x20 else stack
+                if ord(ch) < 0x20:
+                    return None
+                tag = "<" if ch == "<" else frame[1] + ch if frame[1] else ""
+                if ch == ">" and RESERVED_TAG.match(tag):
+                    return None  # `</tool_call>` in a value ends the block for the parser: no call parses
+                tag = tag if len(tag) <= _LONGEST_TAG and ch != ">" else ""
+                return stack if tag == frame[1] else rest + (("str", tag),)
             if kind == "esc":
                 if ch == "u":
                     return rest + (("hex", 4),)
-                return rest + (("str",),) if ch in '"\\/bfnrt' else None
+                return rest + (_STR,) if ch in '"\\/bfnrt' else None
             if kind == "hex":
                 if ch not in _HEX:
                     return None
-                return rest + ((("hex", frame[1] - 1),) if frame[1] > 1 else (("str",),))
+                return rest + ((("hex", frame[1] - 1),) if frame[1] > 1 else (_STR,))
             if kind == "num":
                 phase = _number_phase(frame[1], ch, integer=frame[2])
                 digits = frame[3] + (ch in _DIGITS and phase in ("zero", "int", "frac"))
@@ -252,7 +262,7 @@ class CallGrammar:
         if ch == '"' and phase in ("first", "key"):
             if props is None:  # any names, any values
                 return rest + (("obj", None, required, used, "next"), ("value", None), ("ws",), ("lit", ":"),
-                               ("str",))
+                               _STR)
             return rest + (("key", keys, '"', props, required, used),) if keys else None
         return None
 
@@ -272,7 +282,7 @@ class CallGrammar:
         types = value_types(schema)
         allows = (lambda t: True) if types is None else types.__contains__  # noqa: E731
         if ch == '"' and allows("string"):
-            return rest + (("str",),)
+            return rest + (_STR,)
         if (ch == "-" or ch in _DIGITS) and (allows("integer") or allows("number")):
             integer = not allows("number")
             return rest + (("num", _number_phase("start", ch, integer), integer, int(ch in _DIGITS)),)
