@@ -62,11 +62,10 @@ def main(argv=None) -> None:
             continue
         shorter = cut_repeated_call(s["output"])
         # Samples decoded before decoding noted what stopped them: the model's end, or else the budget.
-        stop = s.get("stop") or (sampling.END_OF_TURN if s["ended_turn"] else sampling.MAX_NEW_TOKENS)
-        for results, output, ended, stop in (
-                (before, s["output"], s["ended_turn"], stop),
-                (after, *((s["output"], s["ended_turn"], stop) if shorter is None else
-                          (shorter, False, sampling.REPEATED_CALL)))):
+        uncut = s["output"], s["ended_turn"], \
+            s.get("stop") or (sampling.END_OF_TURN if s["ended_turn"] else sampling.MAX_NEW_TOKENS)
+        cut_here = uncut if shorter is None else (shorter, False, sampling.REPEATED_CALL)
+        for results, (output, ended, stop) in ((before, uncut), (after, cut_here)):
             results.append({"source": s["source"], "category": s["category"], **evaluate.judge(case, output, scorer),
                             "ended_turn": ended, "stop": stop})
         if shorter is not None:
