@@ -50,11 +50,11 @@ def main(argv=None) -> None:
                                 tools=tools if mode == "constrained" else None)
         seconds[mode] = time.perf_counter() - start
         outputs.setdefault(mode, out)
-        tokens = sum(len(tok.encode(text)) + ended for text, ended in zip(out[0], out[1]))  # + the stop token
+        tokens = sum(len(tok.encode(c.text)) + c.ended for c in out)  # + the stop token
         print(f"{mode}: {seconds[mode]:.1f} s, {len(prompts) / seconds[mode]:.3f} prompt/s, "
               f"{tokens / seconds[mode]:.1f} generated token/s", flush=True)
-    same = sum(a == b for a, b in zip(outputs["free"][0], outputs["constrained"][0]))
-    touched = sum(n > 0 for n in outputs["constrained"][2])
+    same = sum(a.text == b.text for a, b in zip(outputs["free"], outputs["constrained"]))
+    touched = sum(c.changed > 0 for c in outputs["constrained"])
     print(f"{len(prompts)} prompts ({'base + ' + str(args.lora) if args.lora else 'base'}): {same} outputs the same, "
           f"{touched} with a token the grammar changed")
 

@@ -159,7 +159,8 @@ def main() -> None:
     _, tuned, config = gemma.load_tuned(args.base, args.lora)
     sampling.generate(tuned, config, tok, prompts[:args.batch], args.max_new_tokens, args.batch)  # compile
     start = time.perf_counter()
-    jax_out, jax_ended, *_ = sampling.generate(tuned, config, tok, prompts, args.max_new_tokens, args.batch)
+    completions = sampling.generate(tuned, config, tok, prompts, args.max_new_tokens, args.batch)
+    jax_out, jax_ended = [c.text for c in completions], [c.ended for c in completions]
     jax_seconds = time.perf_counter() - start
     jax_tokens = sum(len(tok.encode(t)) + e for t, e in zip(jax_out, jax_ended))
     result = {"prompts": len(cases), "max_new_tokens": args.max_new_tokens, "json_style": style,

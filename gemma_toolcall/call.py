@@ -105,9 +105,9 @@ def generate_jax(base: Path, lora: Path | None, prompt: str, tools: list[dict], 
     else:
         model, config = gemma.load(base)
     tok = gemma.Tokenizer(base / "tokenizer.model")
-    outputs, *_ = sampling.generate(model, config, tok, [prompt[len(BOS):]], max_new_tokens, 1,
-                                    tools=[tools] if constrained else None)
-    return outputs[0]
+    [completion] = sampling.generate(model, config, tok, [prompt[len(BOS):]], max_new_tokens, 1,
+                                     tools=[tools] if constrained else None)
+    return completion.text
 
 
 def generate_gguf(path: Path, tools: list[dict], question: str, max_new_tokens: int) -> dict:

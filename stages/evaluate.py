@@ -252,21 +252,20 @@ def evaluate_model(name: str, model, config: dict, tok, cases: list[dict], p: Ev
     prompts = [c["prompt"][len(BOS):] for c in cases]  # the sampler adds <bos> itself
     start = time.perf_counter()
     with Progress(total=len(prompts), desc=f"evaluate {name}", unit="prompt") as bar:
-        outputs, ended, changed, margins, stops = sampling.generate(
-            model, config, tok, prompts, budget, p.batch_size, progress=bar,
-            tools=[c["tools"] for c in cases] if p.constrained else None)
+        completions = sampling.generate(model, config, tok, prompts, budget, p.batch_size, progress=bar,
+                                        tools=[c["tools"] for c in cases] if p.constrained else None)
     seconds = time.perf_counter() - start
     results, samples = [], []
-    for case, output, ended_turn, n_changed, end_margins, stop in zip(cases, outputs, ended, changed, margins, stops):
-        verdict = {**judge(case, output, scorer), "ended_turn": ended_turn, "stop": stop}
+    for case, out in zip(cases, completions):
+        verdict = {**judge(case, out.text, scorer), "ended_turn": out.ended, "stop": out.stop}
         if p.constrained:
-            verdict["grammar_changed_tokens"] = n_changed
-            verdict["end_margins"] = end_margins  # logit(<end_of_turn>) - logit(newline) after each call it closed
+            verdict["grammar_changed_tokens"] = out.changed
+            verdict["end_margins"] = list(out.margins)  # logit(<end_of_turn>) - logit(newline) after each call
         results.append({"source": case["source"], "category": case["category"], **verdict})
         samples.append({"model": name, "source": case["source"], "category": case["category"], "id": case["id"],
-                        "output": output, **verdict})
+                        "output": out.text, **verdict})
     # How often the grammar overrode the model: outputs with a token it changed.
-    touched = {"grammar_changed_rows": sum(n > 0 for n in changed)} if p.constrained else {}
+    touched = {"grammar_changed_rows": sum(out.changed > 0 for out in completions)} if p.constrained else {}
     return {**summarize(results), **touched, "max_new_tokens": budget, "seconds": round(seconds, 1),
             "prompts_per_s": round(len(prompts) / seconds, 3)}, samples
 

@@ -158,12 +158,10 @@ def test_constrained_decoding_is_greedy_where_no_call_opens(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = ["abcdefg", "a longer prompt, padded less", "x", "0123"]
-    free, free_ended, *_ = sampling.generate(model, config, tok, prompts, 12, batch_size=2)
-    bound, bound_ended, changed, _, _ = sampling.generate(model, config, tok, prompts, 12, batch_size=2,
-                                                    tools=[TOOLS] * len(prompts))
-    unbound = [i for i, text in enumerate(free) if "<tool_call>" not in text]
-    assert unbound and all(bound[i] == free[i] and bound_ended[i] == free_ended[i] and changed[i] == 0
-                           for i in unbound)
+    free = sampling.generate(model, config, tok, prompts, 12, batch_size=2)
+    bound = sampling.generate(model, config, tok, prompts, 12, batch_size=2, tools=[TOOLS] * len(prompts))
+    unbound = [i for i, out in enumerate(free) if "<tool_call>" not in out.text]
+    assert unbound and all(bound[i] == free[i] for i in unbound)  # text, stop, no token changed, no margins
 
 
 def test_constrained_decoding_writes_a_call_from_an_opened_turn(tiny_base):
@@ -173,14 +171,12 @@ def test_constrained_decoding_writes_a_call_from_an_opened_turn(tiny_base):
     tok = gemma.Tokenizer(tiny_base / "tokenizer.model")
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = [render_prompt(TOOLS, q, "compact")[len("<bos>"):] + CALL_OPEN for q in ("Find sleep papers.", "Go")]
-    outputs, ended, changed, _, stops = sampling.generate(model, config, tok, prompts, 40, batch_size=2,
-                                                          tools=[TOOLS] * len(prompts))
     grammar = CallGrammar(TOOLS)
-    for text, stopped, n, stop in zip(outputs, ended, changed, stops):
-        assert stop in sampling.STOPS and stopped == (stop == sampling.END_OF_TURN)
-        state = grammar.feed(FREE, CALL_OPEN + text)
-        assert state is not None and not grammar.in_call(state) and n > 0
-        assert text.startswith('{"name":') and parse_model_turn(CALL_OPEN + text).format_valid
+    for out in sampling.generate(model, config, tok, prompts, 40, batch_size=2, tools=[TOOLS] * len(prompts)):
+        assert out.stop in sampling.STOPS and len(out.margins) <= out.text.count(CALL_CLOSE)
+        state = grammar.feed(FREE, CALL_OPEN + out.text)
+        assert state is not None and not grammar.in_call(state) and out.changed > 0
+        assert out.text.startswith('{"name":') and parse_model_turn(CALL_OPEN + out.text).format_valid
 
 
 class ScriptedVocabulary:

@@ -32,8 +32,8 @@ def test_sampler_decodes_what_the_model_predicts(tiny_base):
     assert (tok.sp.bos_id(), tok.sp.eos_id(), tok.sp.pad_id()) == (gemma.BOS, gemma.EOS, gemma.PAD)
     model, config = gemma.load(tiny_base, dtype=jnp.float32)
     prompts = ["abcdefg", "a longer prompt, padded less", "x"]
-    outputs, *_ = sampling.generate(model, config, tok, prompts, 8, batch_size=2)
-    assert outputs == [plain_greedy(model, tok, p, 8) for p in prompts]
+    outputs = sampling.generate(model, config, tok, prompts, 8, batch_size=2)
+    assert [out.text for out in outputs] == [plain_greedy(model, tok, p, 8) for p in prompts]
 
 
 def test_evaluate_end_to_end(tiny_base, formatted, raw_small, tmp_path):

@@ -3,6 +3,7 @@ own KV cache, and a prefill that projects only the last position onto the vocabu
 benches) depend on it, so a decoding change reruns evaluate, not training."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from gemma_toolcall.decoding.call_grammar import FREE, NUMBER_MAY_END, CallGrammar, token_allowed
@@ -16,18 +17,14 @@ FULL_BATCH_LENGTH = 2048  # padded prompt length up to which a batch has all `ba
 
 def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
              batch_size: int, progress=None,
-             tools: list[list[dict]] | None = None
-             ) -> tuple[list[str], list[bool], list[int], list[list[float]], list[str]]:
-    """Greedy completions with tunix's KV-cache sampler, stopping at `<end_of_turn>` or `<eos>`; for each, whether it
-    ended its turn (stopped on one of them before `max_new_tokens`), how many of its tokens the call grammar
-    changed, its end margins (below), and what stopped it (`STOPS`). Prompts are rendered text without `<bos>` (the
-    sampler adds it).
+             tools: list[list[dict]] | None = None) -> list[Completion]:
+    """Greedy completions with tunix's KV-cache sampler, stopping at `<end_of_turn>` or `<eos>`, one `Completion` per
+    prompt, in prompt order. Prompts are rendered text without `<bos>` (the sampler adds it).
 
     With `tools` (the tools offered to each prompt), decoding is constrained: inside a `<tool_call>` block each token
     is the most likely one that keeps the call well-formed for those tools (`call_grammar`); outside one, and always
-    without `tools`, it is the most likely token. Where a call has just closed, the model chooses between ending its
-    turn and a newline that opens another call: its end margin there is logit(`<end_of_turn>`) - logit(newline), one
-    per closed call (positive: it prefers to end; `bench/end_margins.py` reads them).
+    without `tools`, it is the most likely token; `Completion` notes what the grammar changed and how the model
+    chose between ending its turn and another call after each call it closed.
 
     Prompts are batched by length (shortest first, `plan_batches`), and each batch is left-padded only to the power
     of two above its longest prompt: one compilation per distinct padded length, and little prefill spent on
@@ -47,9 +44,7 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
                 num_kv_heads=config["num_key_value_heads"], head_dim=config["head_dim"]))
         return samplers[prompt_length]
 
-    texts, ended, changed = [""] * len(prompts), [False] * len(prompts), [0] * len(prompts)
-    stops = [MAX_NEW_TOKENS] * len(prompts)
-    margins: list[list[float]] = [[] for _ in prompts]
+    completions: list[Completion | None] = [None] * len(prompts)
     vocabulary = TokenTexts(tokenizer) if tools is not None else None
     for rows, prompt_length, batch_rows in plan_batches(lengths, batch_size):
         batch = [prompts[i] for i in rows]
@@ -59,25 +54,43 @@ def generate(model, config: dict, tokenizer: Tokenizer, prompts: list[str], max_
             grammars += [grammars[-1]] * (batch_rows - len(grammars))
             outputs = constrained(sampler_for(prompt_length), batch, prompt_length, max_new_tokens, grammars,
                                   tokenizer, vocabulary)
-            for i, (text, stopped, n_changed, row_margins, stop) in zip(rows, outputs):
-                texts[i], ended[i], changed[i], margins[i], stops[i] = text, stopped, n_changed, row_margins, stop
+            for i, completion in zip(rows, outputs):
+                completions[i] = completion
         else:
             result = sampler_for(prompt_length)(batch, max_generation_steps=max_new_tokens,
                                                 max_prompt_length=prompt_length,
                                                 eos_tokens=[EOS, tokenizer.end_of_turn], temperature=0.0)
             for i, text, tokens in zip(rows, result.text, result.tokens):
                 # The sampler cuts each output at its first stop token: a shorter output stopped on one.
-                texts[i], ended[i] = text, len(tokens) < max_new_tokens
-                stops[i] = END_OF_TURN if ended[i] else MAX_NEW_TOKENS
+                completions[i] = Completion(text, END_OF_TURN if len(tokens) < max_new_tokens else MAX_NEW_TOKENS)
         if progress is not None:
             progress.update(len(rows))
-    return texts, ended, changed, margins, stops
+    return completions
 
 
 # What stopped an output: the model (`<end_of_turn>` or `<eos>`), a decoding rule (`_Rows`: a call written again, a
 # call the budget could not close), or the budget.
 END_OF_TURN, REPEATED_CALL, NO_ROOM_FOR_CALL, MAX_NEW_TOKENS = STOPS = \
     ("end_of_turn", "repeated_call", "no_room_for_call", "max_new_tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One prompt's greedy output: its text (without the stop token), what stopped it (`STOPS`), how many of its
+    tokens the call grammar changed, and its end margins: where a call had just closed, the model chose between
+    ending its turn and a newline that opens another call, and logit(`<end_of_turn>`) - logit(newline) there is
+    the margin, one per closed call (positive: it preferred to end; `bench/end_margins.py` reads them)."""
+    text: str
+    stop: str
+    changed: int = 0
+    margins: tuple[float, ...] = ()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the model ended its turn (`<end_of_turn>` or `<eos>`), not a rule or the budget."""
+        return self.stop == END_OF_TURN
+
+
 CANDIDATES = 64  # the most likely tokens tried against the grammar, before the whole vocabulary in order
 
 
@@ -103,10 +116,9 @@ class TokenTexts:
 
 
 def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: int, grammars: list,
-                tokenizer: Tokenizer, vocabulary: TokenTexts) -> list[tuple[str, bool, int, list[float], str]]:
+                tokenizer: Tokenizer, vocabulary: TokenTexts) -> list[Completion]:
     """Greedy decoding of one batch under each row's call grammar: tunix's prefill and KV cache, then a compiled
-    loop of model steps that hands each step's logits to the host, which picks the tokens (`_Rows.pick`). (text,
-    ended its turn, tokens the grammar changed, end margins, what stopped it) per row."""
+    loop of model steps that hands each step's logits to the host, which picks the tokens (`_Rows.pick`)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -126,8 +138,7 @@ def constrained(sampler, batch: list[str], prompt_length: int, max_new_tokens: i
     if not rows.all_done() and max_new_tokens > 1:
         jax.block_until_ready(decode(sampler._flattened_transformer_state, state, jnp.asarray(first),
                                      jnp.int32(max_new_tokens - 1)))
-    return [(tokenizer.decode(o), d and not rule, c + bool(rule), m,
-             rule or (END_OF_TURN if d else MAX_NEW_TOKENS))
+    return [Completion(tokenizer.decode(o), rule or (END_OF_TURN if d else MAX_NEW_TOKENS), c + bool(rule), tuple(m))
             for o, d, c, rule, m in zip(rows.out, rows.done, rows.changed, rows.rule_stop, rows.margins)]
 
 
