@@ -309,3 +309,4 @@ def test_a_call_is_opened_only_where_it_fits_the_budget(budget, opened):
     rows.pick(np.array([v.id(OPEN)]), logits[None])
     assert (rows.out[0] == [v.id(OPEN)]) == opened and rows.all_done() != opened
     assert rows.rule_stop[0] == (None if opened else sampling.NO_ROOM_FOR_CALL)
+    assert rows.changed[0] == 0  # a rule's end is counted once, where the row's completion is made

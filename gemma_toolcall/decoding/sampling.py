@@ -220,8 +220,7 @@ class _Rows:
                     margin = float(logits[r][self.vocabulary.end] - logits[r][self.vocabulary.newline])
                     self.margins[r].append(round(margin, 3))
                 if not self._leaves_room(r, int(token[r])):
-                    token[r], self.changed[r], self.rule_stop[r] = self.vocabulary.end, self.changed[r] + 1, \
-                        NO_ROOM_FOR_CALL
+                    token[r], self.rule_stop[r] = self.vocabulary.end, NO_ROOM_FOR_CALL  # counted in `constrained`
                 continue
             choice = self._closing(r) if self.closing[r] else None
             if choice is None:
